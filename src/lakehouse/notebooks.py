@@ -1,0 +1,623 @@
+"""Notebook tooling: exercises generated from solutions, output stripping, convention checks,
+and headless execution with papermill (used by tests, ``scripts/run_course.py`` and the CLI).
+
+Solutions under ``solutions/`` are the source of truth. ``lakehouse-notebooks generate`` writes
+each exercise at the same relative path without the ``solutions/`` prefix; ``check`` lists every
+broken convention; ``strip`` removes outputs; ``expected`` refreshes the nbval sidecars in
+``tests/expected/`` (see :func:`write_expected`).
+
+Example::
+
+    from lakehouse.notebooks import find_problems
+    assert find_problems(".") == []
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import re
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+SOLUTIONS_DIR = "solutions"
+EXPECTED_DIR = Path("tests") / "expected"
+SANITIZE_FILE = EXPECTED_DIR / "nbval_sanitize.cfg"
+KERNEL_NAME = "lakehouse"
+
+PARAMETERS_TAG = "parameters"
+CHECK_TAG = "check"
+INJECTED_TAG = "injected-parameters"
+
+# Parameters used whenever the course runs headless for checking (CI, `make expected`).
+CI_PARAMETERS: dict[str, object] = {"scale": "tiny", "reset": True}
+
+_BEGIN = re.compile(r"^(?P<indent>[ \t]*)#+[ \t]*BEGIN SOLUTION[ \t]*$")
+_END = re.compile(r"^[ \t]*#+[ \t]*END SOLUTION[ \t]*$")
+_MD_BLOCK = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->.*?<!--\s*END SOLUTION\s*-->\n?", re.DOTALL)
+_MD_MARKER = re.compile(r"<!--\s*(BEGIN|END) SOLUTION\s*-->")
+_NBVAL_COMMENT = re.compile(r"^[ \t]*#+[ \t]*NBVAL_CHECK_OUTPUT[ \t]*$", re.MULTILINE)
+
+# Metadata that changes on every run and means nothing to a reader.
+_NOISY_CELL_METADATA = ("execution", "papermill", "ExecuteTime")
+_NOISY_NOTEBOOK_METADATA = ("papermill", "widgets", "execution")
+
+
+class NotebookConventionError(ValueError):
+    """A solution notebook breaks a convention that exercise generation relies on."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def solution_notebooks(root: str | Path) -> list[Path]:
+    """Every solution notebook under ``root/solutions``, sorted (the course's run order)."""
+    return _notebooks_under(Path(root) / SOLUTIONS_DIR)
+
+
+def exercise_path(root: str | Path, solution: str | Path) -> Path:
+    """Where the exercise of ``solution`` lives: same relative path without ``solutions/``."""
+    root = Path(root)
+    return root / Path(solution).relative_to(root / SOLUTIONS_DIR)
+
+
+def expected_path(root: str | Path, solution: str | Path) -> Path:
+    """Where the nbval sidecar (expected outputs) of ``solution`` lives."""
+    root = Path(root)
+    return root / EXPECTED_DIR / Path(solution).relative_to(root / SOLUTIONS_DIR)
+
+
+def exercise_dirs(root: str | Path) -> list[Path]:
+    """Top-level lesson folders: those mirrored under solutions/ and any named like ``01_x``."""
+    root = Path(root)
+    names = {p.name for p in (root / SOLUTIONS_DIR).glob("*") if p.is_dir()}
+    names |= {p.name for p in root.glob("[0-9][0-9]_*") if p.is_dir()}
+    return [root / name for name in sorted(names)]
+
+
+def _notebooks_under(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.relative_to(folder).parts
+    )
+
+
+# --------------------------------------------------------------------------- reading, writing
+
+
+def read(path: str | Path) -> NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def dumps(nb: NotebookNode) -> str:
+    """Serialize the way Jupyter does (indent 1, trailing newline), so diffs stay small."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write(nb: NotebookNode, path: str | Path) -> bool:
+    """Write ``nb`` to ``path`` unless the file already holds exactly that; True if written."""
+    path = Path(path)
+    text = dumps(nb)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def tags(cell: Mapping) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []) or [])
+
+
+def code_cells(nb: NotebookNode) -> list[NotebookNode]:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def is_nbval_checked(cell: Mapping) -> bool:
+    """True if nbval --nbval-lax compares this cell's output (comment marker or tag)."""
+    if cell.get("cell_type") != "code":
+        return False
+    return bool(_NBVAL_COMMENT.search(cell.get("source", ""))) or (
+        "nbval-check-output" in tags(cell)
+    )
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def clean(nb: NotebookNode, *, keep_outputs=lambda cell: False) -> NotebookNode:
+    """Return a copy without outputs, execution counts and noisy metadata (``tags`` are kept).
+
+    ``keep_outputs(cell)`` selects code cells whose outputs and execution count survive.
+    """
+    nb = copy.deepcopy(nb)
+    for key in _NOISY_NOTEBOOK_METADATA:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in _NOISY_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code" and not keep_outputs(cell):
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def has_outputs(nb: NotebookNode) -> bool:
+    return any(c.get("outputs") or c.get("execution_count") is not None for c in code_cells(nb))
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Strip outputs, execution counts and noisy metadata from the notebook at ``path`` in place.
+
+    Returns True if the file changed.
+    """
+    return write(clean(read(path)), path)
+
+
+# --------------------------------------------------------------------------- exercises
+
+
+def _hint_literal(hint: str) -> str:
+    return hint.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _stub(indent: str, hint: str, newline: str) -> str:
+    if hint:
+        message = f"Complete this cell: {_hint_literal(hint)}"
+        return f'{indent}# TODO: {hint}\n{indent}raise NotImplementedError("{message}"){newline}'
+    return f'{indent}# TODO\n{indent}raise NotImplementedError("Complete this cell"){newline}'
+
+
+def exercise_source(source: str, *, where: str = "cell") -> str:
+    """Replace each ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block of a code cell by a stub.
+
+    The stub keeps the block's indentation: ``# TODO: <hint>`` and
+    ``raise NotImplementedError("Complete this cell: <hint>")``, where the hint is the first
+    comment line inside the block. Everything outside the markers is kept byte for byte.
+    """
+    out: list[str] = []
+    block: list[str] | None = None
+    indent = ""
+    for line in source.splitlines(keepends=True):
+        text = line.rstrip("\r\n")
+        if block is None:
+            begin = _BEGIN.match(text)
+            if begin:
+                block, indent = [], begin.group("indent")
+            elif _END.match(text):
+                raise NotebookConventionError(
+                    f"{where}: '# END SOLUTION' without a matching '# BEGIN SOLUTION'"
+                )
+            else:
+                out.append(line)
+        elif _END.match(text):
+            hint = next(
+                (b.strip().lstrip("#").strip() for b in block if b.strip().startswith("#")), ""
+            )
+            newline = line[len(text) :]
+            out.append(_stub(indent, hint, newline))
+            block = None
+        elif _BEGIN.match(text):
+            raise NotebookConventionError(f"{where}: nested '# BEGIN SOLUTION' blocks")
+        else:
+            block.append(text)
+    if block is not None:
+        raise NotebookConventionError(f"{where}: '# BEGIN SOLUTION' without '# END SOLUTION'")
+    return "".join(out)
+
+
+def exercise_markdown(source: str, *, where: str = "cell") -> str:
+    """Drop ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` spans from markdown."""
+    result = _MD_BLOCK.sub("", source)
+    if _MD_MARKER.search(result):
+        raise NotebookConventionError(f"{where}: unbalanced <!-- BEGIN/END SOLUTION --> markers")
+    return result
+
+
+def generate_exercise(solution_nb: NotebookNode, *, name: str = "notebook") -> NotebookNode:
+    """Build the exercise notebook from a solution notebook (the input is not modified).
+
+    Cells tagged ``check`` (and the ``parameters`` cell) are copied byte-identical and must not
+    contain solution markers. Outputs, execution counts and noisy metadata are removed.
+    """
+    nb = clean(solution_nb)
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}, cell {index}"
+        if cell.cell_type == "code":
+            protected = {CHECK_TAG, PARAMETERS_TAG} & set(tags(cell))
+            if protected:
+                if _BEGIN.search(cell.source) or re.search(r"END SOLUTION", cell.source):
+                    raise NotebookConventionError(
+                        f"{where}: a cell tagged {sorted(protected)[0]!r} must not contain "
+                        "solution markers (it is copied to the exercise unchanged)"
+                    )
+                continue
+            cell.source = exercise_source(cell.source, where=where)
+        elif cell.cell_type == "markdown":
+            cell.source = exercise_markdown(cell.source, where=where)
+    return nb
+
+
+def generate_all(root: str | Path, check: bool = False) -> list[Path]:
+    """Write every exercise from its solution; return the paths written.
+
+    With ``check=True`` nothing is written and the exercises that are missing or differ from
+    what their solution generates are returned instead.
+    """
+    root = Path(root)
+    changed: list[Path] = []
+    for solution in solution_notebooks(root):
+        target = exercise_path(root, solution)
+        exercise = generate_exercise(read(solution), name=str(solution.relative_to(root)))
+        if check:
+            if not target.exists() or not _same_notebook(read(target), exercise):
+                changed.append(target)
+        elif write(exercise, target):
+            changed.append(target)
+    return changed
+
+
+def _same_notebook(a: NotebookNode, b: NotebookNode) -> bool:
+    # Compare content, not JSON formatting: a re-save by another tool is not drift.
+    return nbformat.reads(dumps(a), as_version=4) == nbformat.reads(dumps(b), as_version=4)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def parameters_problem(source: str) -> str | None:
+    """Why a ``parameters`` cell is not plain literal assignments, or None if it is."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        return f"syntax error on line {exc.lineno}: {exc.msg}"
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        else:
+            return f"line {stmt.lineno} is not an assignment of a literal"
+        if not all(isinstance(t, ast.Name) for t in targets):
+            return f"line {stmt.lineno} assigns to something other than a plain name"
+        try:
+            ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            return f"line {stmt.lineno} assigns a non-literal value ({ast.unparse(value)})"
+    return None
+
+
+def find_problems(root: str | Path) -> list[str]:
+    """Every broken notebook convention in the repository at ``root``, one message each.
+
+    Checks: committed outputs; solutions whose first code cell is not tagged ``parameters`` or
+    holds anything but literal assignments; solutions without a ``check`` cell; solution markers
+    that cannot be turned into an exercise; exercises missing, drifted or orphaned; nbval sidecars
+    missing, stale or orphaned. An empty list means all is well.
+    """
+    root = Path(root)
+    problems: list[str] = []
+    solutions = solution_notebooks(root)
+    if not solutions:
+        problems.append(f"no solution notebooks found under {root / SOLUTIONS_DIR}")
+
+    def rel(p: Path) -> str:
+        return p.relative_to(root).as_posix()
+
+    solution_set = set(solutions)
+    for folder in [root / SOLUTIONS_DIR, *exercise_dirs(root)]:
+        for path in _notebooks_under(folder):
+            try:
+                nb = read(path)
+            except Exception as exc:  # unreadable JSON is a problem to report, not to crash on
+                problems.append(f"{rel(path)}: cannot be read as a notebook ({exc})")
+                continue
+            if has_outputs(nb):
+                problems.append(f"{rel(path)}: outputs committed (run `make strip`)")
+            if path not in solution_set and folder != root / SOLUTIONS_DIR:
+                source = root / SOLUTIONS_DIR / path.relative_to(root)
+                if not source.exists():
+                    problems.append(f"{rel(path)}: exercise without a solution ({rel(source)})")
+
+    for solution in solutions:
+        name = rel(solution)
+        try:
+            nb = read(solution)
+        except Exception:
+            continue  # already reported above
+        codes = code_cells(nb)
+        if not codes or PARAMETERS_TAG not in tags(codes[0]):
+            problems.append(f"{name}: the first code cell must be tagged 'parameters'")
+        else:
+            why = parameters_problem(codes[0].source)
+            if why:
+                problems.append(f"{name}: parameters cell must hold only literals: {why}")
+        if not any(CHECK_TAG in tags(c) for c in codes):
+            problems.append(f"{name}: no cell tagged 'check'")
+        try:
+            exercise = generate_exercise(nb, name=name)
+        except NotebookConventionError as exc:
+            problems.append(str(exc))
+        else:
+            target = exercise_path(root, solution)
+            if not target.exists():
+                problems.append(f"{rel(target)}: exercise missing (run `make exercises`)")
+            elif not _same_notebook(read(target), exercise):
+                problems.append(
+                    f"{rel(target)}: exercise drifted from its solution (run `make exercises`)"
+                )
+        problems.extend(_expected_problems(root, solution, nb))
+
+    for sidecar in _notebooks_under(root / EXPECTED_DIR):
+        solution = root / SOLUTIONS_DIR / sidecar.relative_to(root / EXPECTED_DIR)
+        if solution not in solution_set:
+            problems.append(
+                f"{rel(sidecar)}: expected outputs for a missing solution {rel(solution)}"
+            )
+    return problems
+
+
+def _expected_problems(root: Path, solution: Path, nb: NotebookNode) -> list[str]:
+    sidecar = expected_path(root, solution)
+    name = sidecar.relative_to(root).as_posix()
+    checked = [c for c in code_cells(nb) if is_nbval_checked(c)]
+    if not sidecar.exists():
+        if checked:
+            return [f"{name}: missing; the solution marks outputs for nbval (run `make expected`)"]
+        return []
+    expected = read(sidecar)
+    ours = [c.source for c in code_cells(expected) if INJECTED_TAG not in tags(c)]
+    if ours != [c.source for c in code_cells(nb)]:
+        return [f"{name}: stale, its code differs from the solution (run `make expected`)"]
+    missing = [
+        i
+        for i, c in enumerate(c for c in code_cells(expected) if INJECTED_TAG not in tags(c))
+        if is_nbval_checked(c) and c.get("execution_count") is None
+    ]
+    if missing:
+        return [f"{name}: no expected output for code cell(s) {missing} (run `make expected`)"]
+    if not checked:
+        return [f"{name}: the solution marks no output with # NBVAL_CHECK_OUTPUT; delete the file"]
+    return []
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Install (once) a Jupyter kernelspec ``name`` that runs this very interpreter.
+
+    papermill then executes notebooks with ``sys.executable``, whatever kernels the user has
+    elsewhere. Returns the kernel name.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def current_argv0() -> str | None:
+        try:
+            return KernelSpecManager().get_kernel_spec(name).argv[0]
+        except NoSuchKernel:
+            return None
+
+    if current_argv0() == sys.executable:
+        return name
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=name, display_name="Python (lakehouse course)", prefix=sys.prefix)
+    found = current_argv0()
+    if found != sys.executable:
+        raise RuntimeError(
+            f"Jupyter kernel {name!r} runs {found}, not {sys.executable}: another kernelspec of "
+            f"that name shadows it (see `jupyter kernelspec list`); remove it or rename ours."
+        )
+    return name
+
+
+@contextmanager
+def environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables for the duration of the block.
+
+    Kernels started inside the block inherit them.
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = str(value)
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# Headless runs keep their lake under <workdir>/lakehouse-ci/ so that tests/expected's sanitize
+# file can blank out the varying temp-folder prefix of any path a checked cell prints.
+CI_RUN_FOLDER = "lakehouse-ci"
+
+
+def ci_environment(workdir: str | Path, *, remote: str | None = None) -> dict[str, str | None]:
+    """Environment for a headless run in its own lake: embedded engine, a fresh catalog name."""
+    base = Path(workdir) / CI_RUN_FOLDER
+    return {
+        "LAKEHOUSE_LAKE": str(base / "lake"),
+        "LAKEHOUSE_DATASETS": str(base / "datasets"),
+        "LAKEHOUSE_CATALOG": f"ci_{uuid.uuid4().hex[:8]}",
+        "LAKEHOUSE_ENGINE": "embedded",
+        "SPARK_REMOTE": remote,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def execute(
+    source: str | Path,
+    output: str | Path,
+    *,
+    parameters: Mapping[str, object] | None = None,
+    cwd: str | Path | None = None,
+    timeout: int = 600,
+    kernel_name: str | None = None,
+) -> NotebookNode:
+    """Execute ``source`` with papermill into ``output`` and return the executed notebook.
+
+    Runs in the notebook's own folder (as Jupyter does) on the kernel from :func:`ensure_kernel`.
+    Raises papermill's ``PapermillExecutionError`` if a cell fails; ``output`` then holds the
+    notebook up to the failing cell.
+    """
+    import papermill
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return papermill.execute_notebook(
+        str(source),
+        str(output),
+        parameters=dict(parameters or {}),
+        kernel_name=kernel_name or ensure_kernel(),
+        cwd=str(cwd or Path(source).parent),
+        progress_bar=False,
+        start_timeout=180,
+        execution_timeout=timeout,
+    )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A readable account of a failed cell: its source and the error, without ANSI colours."""
+    source = getattr(exc, "source", None)
+    if source is None:
+        return f"{type(exc).__name__}: {exc}"
+    traceback = _ANSI.sub("", "\n".join(getattr(exc, "traceback", []) or []))
+    return (
+        f"cell {exc.cell_index} failed: {exc.ename}: {exc.evalue}\n"
+        f"--- cell source ---\n{source}\n--- traceback ---\n{traceback}"
+    )
+
+
+def expected_from_run(solution_nb: NotebookNode, executed: NotebookNode) -> NotebookNode:
+    """The nbval sidecar: the executed notebook keeping outputs only where nbval compares them."""
+    sidecar = clean(executed, keep_outputs=is_nbval_checked)
+    sidecar.metadata = copy.deepcopy(solution_nb.metadata)
+    for key in _NOISY_NOTEBOOK_METADATA:
+        sidecar.metadata.pop(key, None)
+    # papermill puts an error banner cell on top of failed runs; a sidecar never has one
+    sidecar.cells = [c for c in sidecar.cells if "papermill-error-cell-tag" not in tags(c)]
+    return sidecar
+
+
+def write_expected(
+    root: str | Path,
+    solutions: Iterable[str | Path] | None = None,
+    *,
+    parameters: Mapping[str, object] | None = None,
+    log=print,
+) -> list[Path]:
+    """Run solutions the way the nbval test does and write their sidecars in tests/expected/.
+
+    Why sidecars: notebooks are committed without outputs, but nbval needs the expected output in
+    the notebook it runs. A sidecar is the papermill-parameterized solution (CI parameters
+    injected as literals) with outputs kept only in cells marked ``# NBVAL_CHECK_OUTPUT``; the test
+    runs ``pytest --nbval-lax`` on it, so a fresh run is compared with committed results.
+    ``find_problems`` reports a sidecar whose code no longer matches its solution.
+
+    By default every solution that marks an output is run, in course order, in one fresh lake.
+    """
+    root = Path(root).resolve()
+    if solutions is None:
+        chosen = [s for s in solution_notebooks(root) if any(map(is_nbval_checked, read(s).cells))]
+    else:
+        chosen = sorted(Path(s).resolve() for s in solutions)
+    params = dict(CI_PARAMETERS if parameters is None else parameters)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="lakehouse-expected-") as tmp:
+        with environ(ci_environment(tmp)):
+            for solution in chosen:
+                out = Path(tmp) / "out" / solution.relative_to(root / SOLUTIONS_DIR)
+                log(f"running {solution.relative_to(root)} ...")
+                try:
+                    executed = execute(solution, out, parameters=params)
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"{solution.relative_to(root)} failed; no expected outputs written.\n"
+                        + describe_failure(exc)
+                    ) from exc
+                target = expected_path(root, solution)
+                if write(expected_from_run(read(solution), executed), target):
+                    written.append(target)
+                log(f"  wrote {target.relative_to(root)}")
+    return written
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _repo_root() -> Path:
+    here = Path.cwd().resolve()
+    for folder in [here, *here.parents]:
+        if (folder / SOLUTIONS_DIR).is_dir() and (folder / "pyproject.toml").exists():
+            return folder
+    return here
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lakehouse-notebooks", description="Exercise generation and notebook checks."
+    )
+    parser.add_argument("--root", type=Path, default=None, help="repository root (default: found)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("generate", help="write every exercise from its solution")
+    sub.add_parser("check", help="list broken conventions; exit 1 if any")
+    strip = sub.add_parser("strip", help="strip outputs (default: all course notebooks)")
+    strip.add_argument("paths", nargs="*", type=Path)
+    expected = sub.add_parser("expected", help="refresh nbval expected outputs in tests/expected/")
+    expected.add_argument("paths", nargs="*", type=Path, help="solution notebooks (default: all)")
+    args = parser.parse_args(argv)
+    root = (args.root or _repo_root()).resolve()
+
+    if args.command == "generate":
+        written = generate_all(root)
+        for path in written:
+            print(f"wrote {path.relative_to(root)}")
+        print(f"{len(solution_notebooks(root))} solutions, {len(written)} exercises updated")
+        return 0
+    if args.command == "check":
+        problems = find_problems(root)
+        for problem in problems:
+            print(problem)
+        print(f"{len(problems)} problem(s)" if problems else "notebooks OK")
+        return 1 if problems else 0
+    if args.command == "strip":
+        folders = [root / SOLUTIONS_DIR, *exercise_dirs(root)]
+        paths = args.paths or [p for folder in folders for p in _notebooks_under(folder)]
+        changed = [p for p in paths if strip_outputs(p)]
+        for path in changed:
+            print(f"stripped {path}")
+        print(f"{len(paths)} notebooks, {len(changed)} stripped")
+        return 0
+    if args.command == "expected":
+        written = write_expected(root, args.paths or None)
+        print(f"{len(written)} expected-output notebook(s) updated")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

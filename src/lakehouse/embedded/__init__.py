@@ -1,0 +1,1 @@
+"""The embedded engine: local PySpark with Delta Lake provided by delta-rs."""

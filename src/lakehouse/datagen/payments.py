@@ -1,0 +1,254 @@
+"""Payment transaction events as JSON lines, the way a stream delivers them: labelled for fraud,
+with redeliveries, late and out-of-order arrivals, and a column added mid-stream."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+
+from . import _reference as ref
+from ._common import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    WINDOW_END_MS,
+    RowPicker,
+    TextSink,
+    arrange,
+    defect_count,
+    iso_ms,
+    json_line,
+    money,
+    ms_at,
+    non_numeric,
+    round_half_up,
+    truncate_json,
+)
+from ._context import Context, DatasetResult
+from .population import LOCATION_COUNTRY, LOCATION_CURRENCY
+from .schema import Column, DatasetSpec
+
+TRANSACTIONS = DatasetSpec(
+    name="payments.transactions",
+    source="payments",
+    path="payments/transactions",
+    file_format="json",
+    columns=(
+        Column("transaction_id", "string", True, "Business key: TX and ten digits."),
+        Column("event_ts", "timestamp", True, "When the card was used."),
+        Column("ingest_ts", "timestamp", True, "When the event reached the stream."),
+        Column("customer_id", "string", True, "Refers to crm.customers."),
+        Column("merchant_id", "string", True),
+        Column("merchant_category", "string", True),
+        Column("amount", "decimal(12,2)", True, "In currency; a JSON string."),
+        Column("currency", "string", True, "ISO 4217: USD, EUR, GBP, CAD, JPY, MXN, SGD."),
+        Column("card_network", "string", True),
+        Column("card_last4", "string", True),
+        Column("channel", "string", True, "online, pos or atm."),
+        Column("country", "string", True, "Where the card was used."),
+        Column("city", "string", True),
+        Column("lat", "double"),
+        Column("lon", "double"),
+        Column("status", "string", True, "approved or declined."),
+        Column("decline_reason", "string", description="Null when approved."),
+        Column("fraud_score", "double", True, "0..1 from the upstream risk engine."),
+        Column("is_fraud", "boolean", True, "The label (confirmed by chargebacks)."),
+        Column(
+            "device_fingerprint",
+            "string",
+            description="Online payments only; only in files after the schema change.",
+            added_in_schema_change=True,
+        ),
+    ),
+    key=("transaction_id",),
+    description=(
+        "Card payments from 2026-06-01 to 2026-06-30, one folder per arrival day and files "
+        "numbered in arrival order. Later files add the device_fingerprint column."
+    ),
+    defect_rules={
+        "malformed_rows": (
+            "A JSON line cut short after its transaction_id, or an amount that is not a number."
+        ),
+        "null_required": "One of customer_id, merchant_id, amount or currency is null.",
+        "negative_amounts": "amount below zero.",
+        "duplicates": (
+            "A transaction delivered again later, in the same or the next file "
+            "(row key transaction_id)."
+        ),
+        "late_events": "ingest_ts more than 2 hours after event_ts (3 to 72 hours).",
+        "out_of_order": (
+            "In file order across the files, skipping repeats and late events, an event_ts lower "
+            "than the highest event_ts before it; such rows are at most 90 minutes behind."
+        ),
+        "schema_change": "The files that carry device_fingerprint (the second half of the stream).",
+    },
+)
+DATASETS = (TRANSACTIONS,)
+
+PAYMENTS_START_MS = ms_at(date(2026, 6, 1))
+LATE_AFTER_MS = 2 * HOUR_MS
+CHANNELS = ("pos", "online", "atm")
+NULLABLE_BY_DEFECT = ("customer_id", "merchant_id", "amount", "currency")
+N_LOCATIONS = len(ref.LOCATIONS)
+
+
+def generate(ctx: Context) -> list[DatasetResult]:
+    result = DatasetResult(TRANSACTIONS)
+    n_files = ctx.scale.payment_files
+    per_file = np.diff(np.linspace(0, ctx.scale.payments, n_files + 1).astype("int64"))
+    slot = (WINDOW_END_MS - PAYMENTS_START_MS) // n_files
+    next_id, carry, frauds = 1, [], 0
+    for f in range(n_files):
+        lo = PAYMENTS_START_MS + f * slot
+        hi = WINDOW_END_MS if f == n_files - 1 else lo + slot
+        records, event, ingest, fraud = _events(ctx, f, int(per_file[f]), lo, hi, next_id)
+        next_id += len(records)
+        frauds += int(fraud.sum())
+        day = np.datetime_as_string(np.datetime64(lo, "ms"), unit="D")
+        rel = f"payments/transactions/{day}/events_{f + 1:04d}.json"
+        new_schema = n_files > 1 and f >= n_files // 2
+        if new_schema:
+            result.log.add("schema_change", rel)
+        carry = _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_schema)
+    result.facts = {"transactions": int(per_file.sum()), "fraud_transactions": frauds}
+    return [result]
+
+
+def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
+    rng = ctx.rng("payments", "events", f)
+    cust, merchants = ctx.customers, ctx.merchants
+    event = np.sort(rng.integers(lo, hi - m, size=m)) + np.arange(m)  # strictly increasing
+    ingest = np.maximum.accumulate(event + rng.integers(50, 5_000, size=m))
+    active = cust.activity * (cust.signup_day * DAY_MS < hi)
+    who = rng.choice(cust.size, size=m, p=active / active.sum())
+    fraud = rng.random(m) < 0.015
+    channel = np.where(
+        fraud,
+        rng.choice(3, size=m, p=[0.35, 0.65, 0.0]),
+        rng.choice(3, size=m, p=[0.47, 0.43, 0.10]),
+    )
+    home = cust.location[who]
+    where = home.copy()
+    travels = rng.random(m) < 0.05
+    where[travels] = rng.integers(N_LOCATIONS, size=int(travels.sum()))
+    abroad = fraud & (rng.random(m) < 0.6)
+    where[abroad] = rng.integers(N_LOCATIONS, size=int(abroad.sum()))
+    merchant = np.empty(m, dtype="int64")
+    for c, name in enumerate(CHANNELS):
+        sel = channel == c
+        merchant[sel] = merchants.pick(name, where[sel], rng)
+    category = [merchants.category[i] for i in merchant.tolist()]
+    bounds = np.array([ref.MERCHANT_CATEGORIES[c][1:] for c in category], dtype="float64")
+    u = rng.random(m)
+    usd = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * u * u * u
+    usd = np.where(channel == 2, np.maximum(1, np.floor(usd / 2000)) * 2000, usd)
+    usd = usd * np.where(fraud, rng.integers(3, 9, size=m), 1)
+    currency = [LOCATION_CURRENCY[i] for i in where.tolist()]
+    fx = np.array([ref.FX_PER_USD[c] for c in currency])
+    cents = round_half_up(usd * fx)
+    cents = np.where(np.array(currency) == "JPY", (cents + 50) // 100 * 100, cents)
+    declined = rng.random(m) < np.where(fraud, 0.5, 0.04)
+    legit_reason = rng.choice(4, size=m, p=[0.5, 0.2, 0.15, 0.15])
+    fraud_reason = np.where(rng.random(m) < 0.8, 4, 1)
+    reason = np.where(fraud, fraud_reason, legit_reason)
+    u1, u2, u3 = rng.random(m), rng.random(m), rng.random(m)
+    score = np.where(fraud, 1 - 0.7 * u1 * u2, u1 * u2 * u3)
+    jitter = rng.random((m, 2)) - 0.5
+    stolen_device = rng.integers(0, 2**63 - 1, size=m, dtype="int64").tolist()
+    event_text, ingest_text = iso_ms(event), iso_ms(ingest)
+    records = []
+    for j in range(m):
+        c, loc = int(who[j]), ref.LOCATIONS[int(where[j])]
+        online = channel[j] == 1
+        if online:
+            device = f"{stolen_device[j]:016x}" if fraud[j] else cust.device[c]
+        else:
+            device = None
+        records.append(
+            {
+                "transaction_id": f"TX{first_id + j:010d}",
+                "event_ts": event_text[j],
+                "ingest_ts": ingest_text[j],
+                "customer_id": cust.ids[c],
+                "merchant_id": merchants.ids[int(merchant[j])],
+                "merchant_category": category[j],
+                "amount": money(int(cents[j])),
+                "currency": currency[j],
+                "card_network": ref.CARD_NETWORKS[int(cust.card_network[c])],
+                "card_last4": cust.card_last4[c],
+                "channel": CHANNELS[int(channel[j])],
+                "country": LOCATION_COUNTRY[int(where[j])],
+                "city": loc.city,
+                "lat": round(loc.lat + 0.1 * float(jitter[j, 0]), 5),
+                "lon": round(loc.lon + 0.1 * float(jitter[j, 1]), 5),
+                "status": "declined" if declined[j] else "approved",
+                "decline_reason": ref.DECLINE_REASONS[int(reason[j])] if declined[j] else None,
+                "fraud_score": round(float(score[j]), 4),
+                "is_fraud": bool(fraud[j]),
+                "device_fingerprint": device,
+            }
+        )
+    return records, event, ingest, fraud
+
+
+def _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_schema) -> list[dict]:
+    rng = ctx.rng("payments", "defects", f)
+    log = result.log
+    m = len(records)
+    picker = RowPicker(m, rng)
+    defect_of: dict[int, str] = {}
+
+    def not_late(i: int, k: int) -> bool:
+        return ingest[i + k] + 1 - event[i] <= 90 * MINUTE_MS
+
+    moves = picker.pick_runs(defect_count(m, 0.015), width=3, accept=not_late)
+    for i, k in moves:
+        records[i]["ingest_ts"] = iso_ms([ingest[i + k] + 1])[0]
+        defect_of[i] = "out_of_order"
+    for r in picker.pick(defect_count(m, 0.01)).tolist():
+        late = int(ingest[r] - rng.integers(3 * HOUR_MS, 72 * HOUR_MS))
+        records[r]["event_ts"] = iso_ms([late])[0]
+        defect_of[r] = "late_events"
+    for r in picker.pick(defect_count(m, 0.003)).tolist():
+        defect_of[r] = "malformed_rows"
+    for r in picker.pick(defect_count(m, 0.005)).tolist():
+        records[r][NULLABLE_BY_DEFECT[int(rng.integers(len(NULLABLE_BY_DEFECT)))]] = None
+        defect_of[r] = "null_required"
+    for r in picker.pick(defect_count(m, 0.003)).tolist():
+        records[r]["amount"] = "-" + records[r]["amount"]
+        defect_of[r] = "negative_amounts"
+
+    # Redeliveries: some of this file's rows, and some rows of the previous file arriving again.
+    n_dups = defect_count(m, 0.01)
+    from_carry = min(len(carry), n_dups // 2)
+    sources = picker.pick(n_dups - from_carry).tolist()
+    copies = [(s, min(m - 1, s + int(rng.integers(1, 50)))) for s in sources]
+    copies += [(m + c, int(rng.integers(-1, min(m, 50)))) for c in range(from_carry)]
+    pool = records + carry[:from_carry]
+    final, is_copy = arrange(m, moves=moves, copies=copies)
+
+    lines = []
+    for r, copy in zip(final.tolist(), is_copy.tolist()):
+        record = pool[r]
+        if not new_schema:
+            record = {k: v for k, v in record.items() if k != "device_fingerprint"}
+        line = json_line(record)
+        defect = "duplicates" if copy else defect_of.get(r)
+        if defect == "malformed_rows":
+            if rng.random() < 0.6:
+                line = truncate_json(line, len('{"transaction_id":"TX0000000001",'), rng)
+            else:
+                broken = dict(record, amount=non_numeric(record["amount"], int(rng.integers(3))))
+                line = json_line(broken)
+        if defect is not None:
+            log.add(defect, record["transaction_id"], rel)
+        lines.append(line)
+    sink = TextSink(ctx.out_dir, rel)
+    sink.write(lines)
+    ctx.tick(len(lines))
+    result.files.append(sink.close(log))
+
+    still_clean = np.flatnonzero(picker.free)
+    chosen = rng.choice(still_clean, size=min(still_clean.size, 25), replace=False)
+    return [records[i] for i in np.sort(chosen).tolist()]

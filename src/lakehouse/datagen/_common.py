@@ -86,8 +86,12 @@ def fill_pattern(pattern: str, rng: np.random.Generator) -> str:
     return "".join(out)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def json_line(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """One compact JSON object, keys in declaration order, UTF-8 text kept as is."""
+    return _JSON.encode(record)
 
 
 def truncate_json(line: str, keep: int, rng: np.random.Generator) -> str:

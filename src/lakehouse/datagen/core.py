@@ -137,7 +137,7 @@ def generate(
     >>> from lakehouse.datagen import generate
     >>> manifest = generate("datasets/tiny", scale="tiny", seed=42)        # doctest: +SKIP
     >>> manifest.defect_count("payments.transactions", "late_events")      # doctest: +SKIP
-    31
+    32
 
     ``progress``: ``True``/``False`` to show a progress bar or not; ``None`` shows one for the
     medium and large scales.
@@ -168,6 +168,9 @@ def generate(
         for name in chosen:
             for result in _MODULES[name].generate(ctx):
                 datasets[result.spec.name] = _record(result)
+        if bar is not None:
+            bar.total = bar.n  # the estimate was approximate; end the bar at 100%
+            bar.refresh()
     finally:
         if bar is not None:
             bar.close()

@@ -91,6 +91,8 @@ LATE_AFTER_MS = 2 * HOUR_MS
 CHANNELS = ("pos", "online", "atm")
 NULLABLE_BY_DEFECT = ("customer_id", "merchant_id", "amount", "currency")
 N_LOCATIONS = len(ref.LOCATIONS)
+CITY_OF = [loc.city for loc in ref.LOCATIONS]
+NETWORK_OF = dict(enumerate(ref.CARD_NETWORKS))
 
 
 def generate(ctx: Context) -> list[DatasetResult]:
@@ -102,15 +104,16 @@ def generate(ctx: Context) -> list[DatasetResult]:
     for f in range(n_files):
         lo = PAYMENTS_START_MS + f * slot
         hi = WINDOW_END_MS if f == n_files - 1 else lo + slot
-        records, event, ingest, fraud = _events(ctx, f, int(per_file[f]), lo, hi, next_id)
+        records, devices, event, ingest, fraud = _events(ctx, f, int(per_file[f]), lo, hi, next_id)
         next_id += len(records)
         frauds += int(fraud.sum())
         day = np.datetime_as_string(np.datetime64(lo, "ms"), unit="D")
         rel = f"payments/transactions/{day}/events_{f + 1:04d}.json"
-        new_schema = n_files > 1 and f >= n_files // 2
-        if new_schema:
+        if n_files > 1 and f >= n_files // 2:  # the producer starts sending a new column
             result.log.add("schema_change", rel)
-        carry = _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_schema)
+            for record, device in zip(records, devices):
+                record["device_fingerprint"] = device
+        carry = _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carry)
     result.facts = {"transactions": int(per_file.sum()), "fraud_transactions": frauds}
     return [result]
 
@@ -155,44 +158,52 @@ def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
     u1, u2, u3 = rng.random(m), rng.random(m), rng.random(m)
     score = np.where(fraud, 1 - 0.7 * u1 * u2, u1 * u2 * u3)
     jitter = rng.random((m, 2)) - 0.5
+    lats = np.array([loc.lat for loc in ref.LOCATIONS])[where] + 0.1 * jitter[:, 0]
+    lons = np.array([loc.lon for loc in ref.LOCATIONS])[where] + 0.1 * jitter[:, 1]
     stolen_device = rng.integers(0, 2**63 - 1, size=m, dtype="int64").tolist()
     event_text, ingest_text = iso_ms(event), iso_ms(ingest)
-    records = []
+    # plain lists: indexing numpy arrays one element at a time is what would make this slow
+    who_l, where_l, channel_l = who.tolist(), where.tolist(), channel.tolist()
+    fraud_l, declined_l, reason_l = fraud.tolist(), declined.tolist(), reason.tolist()
+    merchant_l, cents_l = merchant.tolist(), cents.tolist()
+    lat_l, lon_l = np.round(lats, 5).tolist(), np.round(lons, 5).tolist()
+    score_l = np.round(score, 4).tolist()
+    records, devices = [], []
     for j in range(m):
-        c, loc = int(who[j]), ref.LOCATIONS[int(where[j])]
-        online = channel[j] == 1
-        if online:
-            device = f"{stolen_device[j]:016x}" if fraud[j] else cust.device[c]
+        c, w = who_l[j], where_l[j]
+        if channel_l[j] == 1:
+            devices.append(f"{stolen_device[j]:016x}" if fraud_l[j] else cust.device[c])
         else:
-            device = None
+            devices.append(None)
         records.append(
             {
                 "transaction_id": f"TX{first_id + j:010d}",
                 "event_ts": event_text[j],
                 "ingest_ts": ingest_text[j],
                 "customer_id": cust.ids[c],
-                "merchant_id": merchants.ids[int(merchant[j])],
+                "merchant_id": merchants.ids[merchant_l[j]],
                 "merchant_category": category[j],
-                "amount": money(int(cents[j])),
+                "amount": money(cents_l[j]),
                 "currency": currency[j],
-                "card_network": ref.CARD_NETWORKS[int(cust.card_network[c])],
+                "card_network": NETWORK_OF[cust.card_network[c]],
                 "card_last4": cust.card_last4[c],
-                "channel": CHANNELS[int(channel[j])],
-                "country": LOCATION_COUNTRY[int(where[j])],
-                "city": loc.city,
-                "lat": round(loc.lat + 0.1 * float(jitter[j, 0]), 5),
-                "lon": round(loc.lon + 0.1 * float(jitter[j, 1]), 5),
-                "status": "declined" if declined[j] else "approved",
-                "decline_reason": ref.DECLINE_REASONS[int(reason[j])] if declined[j] else None,
-                "fraud_score": round(float(score[j]), 4),
-                "is_fraud": bool(fraud[j]),
-                "device_fingerprint": device,
+                "channel": CHANNELS[channel_l[j]],
+                "country": LOCATION_COUNTRY[w],
+                "city": CITY_OF[w],
+                "lat": lat_l[j],
+                "lon": lon_l[j],
+                "status": "declined" if declined_l[j] else "approved",
+                "decline_reason": ref.DECLINE_REASONS[reason_l[j]] if declined_l[j] else None,
+                "fraud_score": score_l[j],
+                "is_fraud": fraud_l[j],
             }
         )
-    return records, event, ingest, fraud
+    return records, devices, event, ingest, fraud
 
 
-def _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_schema) -> list[dict]:
+def _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carry) -> list:
+    """Break, delay, reorder and repeat some rows, write the file, and return a few clean rows
+    (with their device) that the next file delivers again."""
     rng = ctx.rng("payments", "defects", f)
     log = result.log
     m = len(records)
@@ -225,14 +236,16 @@ def _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_sc
     sources = picker.pick(n_dups - from_carry).tolist()
     copies = [(s, min(m - 1, s + int(rng.integers(1, 50)))) for s in sources]
     copies += [(m + c, int(rng.integers(-1, min(m, 50)))) for c in range(from_carry)]
-    pool = records + carry[:from_carry]
+    new_schema = bool(records) and "device_fingerprint" in records[0]
+    pool = list(records)
+    for record, device in carry[:from_carry]:
+        # a redelivery through the new producer carries the new column too
+        pool.append(dict(record, device_fingerprint=device) if new_schema else record)
     final, is_copy = arrange(m, moves=moves, copies=copies)
 
     lines = []
     for r, copy in zip(final.tolist(), is_copy.tolist()):
         record = pool[r]
-        if not new_schema:
-            record = {k: v for k, v in record.items() if k != "device_fingerprint"}
         line = json_line(record)
         defect = "duplicates" if copy else defect_of.get(r)
         if defect == "malformed_rows":
@@ -251,4 +264,4 @@ def _inject_and_write(ctx, result, rel, f, records, event, ingest, carry, new_sc
 
     still_clean = np.flatnonzero(picker.free)
     chosen = rng.choice(still_clean, size=min(still_clean.size, 25), replace=False)
-    return [records[i] for i in np.sort(chosen).tolist()]
+    return [(records[i], devices[i]) for i in np.sort(chosen).tolist()]

@@ -67,6 +67,7 @@ DATASETS = (TICKETS_CDC,)
 PRIORITIES = ("low", "medium", "high", "urgent")
 CHANNELS = ("email", "phone", "chat", "web")
 UPDATES = (np.arange(6), [0.15, 0.30, 0.25, 0.15, 0.10, 0.05])
+TICKET, OP, SEQ, _, CUSTOMER, SUBJECT, _, PRIORITY = range(8)  # positions in a change row
 
 
 def _next_status(status: str, u: float) -> str:
@@ -131,22 +132,24 @@ def generate(ctx: Context) -> list[DatasetResult]:
         iso_ms(updated[order]),
         iso_ms(created),
     )
+    # values in column order, as lists: a dict per change would cost several times the memory
     for j, (t, s, op, status, prio, _) in enumerate(rows):
         records.append(
-            {
-                "ticket_id": ticket_ids[t],
-                "_op": op,
-                "_seq": s,
-                "_commit_ts": commit_text[j],
-                "customer_id": cust.ids[int(who[t])],
-                "subject": ref.TICKET_SUBJECTS[subject[t]],
-                "status": status,
-                "priority": PRIORITIES[prio],
-                "channel": CHANNELS[channel[t]],
-                "created_at": created_text[t],
-                "updated_at": updated_text[j],
-            }
+            [
+                ticket_ids[t],
+                op,
+                s,
+                commit_text[j],
+                cust.ids[int(who[t])],
+                ref.TICKET_SUBJECTS[subject[t]],
+                status,
+                PRIORITIES[prio],
+                CHANNELS[channel[t]],
+                created_text[t],
+                updated_text[j],
+            ]
         )
+    del rows, commit_text, updated_text
     _inject_and_write(ctx, result, records, ticket, seq)
     result.facts = {
         "tickets": n,
@@ -175,7 +178,7 @@ def _inject_and_write(ctx, result, records, ticket, seq) -> None:
         template = ref.PII_SUBJECTS[int(rng.integers(len(ref.PII_SUBJECTS)))]
         text = template.format(email=cust.email[who], phone=cust.phone[who])
         for r in pii_rows[ticket[pii_rows] == t].tolist():
-            records[r]["subject"] = text
+            records[r][SUBJECT] = text
             defect_of[r] = "pii_in_free_text"
 
     # Out of order: change s of a ticket is delivered just after change s+1.
@@ -201,9 +204,9 @@ def _inject_and_write(ctx, result, records, ticket, seq) -> None:
 
     for r in picker.pick(defect_count(m, 0.005)).tolist():
         defect_of[r] = "malformed_rows"
-    not_delete = np.array([r["_op"] != "DELETE" for r in records])
+    not_delete = np.array([r[OP] != "DELETE" for r in records])
     for r in picker.pick(defect_count(m, 0.01), eligible=not_delete).tolist():
-        records[r]["customer_id" if rng.random() < 0.5 else "priority"] = None
+        records[r][CUSTOMER if rng.random() < 0.5 else PRIORITY] = None
         defect_of[r] = "null_required"
     sources = picker.pick(defect_count(m, 0.01)).tolist()
     copies = [(s, min(m - 1, s + int(rng.integers(1, 40)))) for s in sources]
@@ -216,8 +219,9 @@ def _inject_and_write(ctx, result, records, ticket, seq) -> None:
         lines = []
         part = slice(bounds[f], bounds[f + 1])
         for r, copy in zip(final[part].tolist(), is_copy[part].tolist()):
-            line = json_line(records[r])
-            key = f"{records[r]['ticket_id']}:{records[r]['_seq']}"
+            values = records[r]
+            line = json_line(dict(zip(TICKETS_CDC.column_names, values)))
+            key = f"{values[TICKET]}:{values[SEQ]}"
             defect = "duplicates" if copy else defect_of.get(r)
             if defect == "malformed_rows":
                 line = truncate_json(line, line.index(',"_commit_ts"') + 1, rng)

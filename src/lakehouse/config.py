@@ -80,7 +80,12 @@ def settings(
     'tiny'
     """
     root = project_root()
-    engine = engine or os.environ.get("LAKEHOUSE_ENGINE") or "auto"
+    # "auto" as an argument still lets LAKEHOUSE_ENGINE decide: notebooks default to it.
+    engine = (
+        (engine if engine not in (None, "", "auto") else None)
+        or os.environ.get("LAKEHOUSE_ENGINE")
+        or "auto"
+    )
     if engine != "auto":
         check_choice("engine", engine, ENGINES + ("auto",), "LAKEHOUSE_ENGINE")
     scale = check_choice(

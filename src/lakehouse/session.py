@@ -261,4 +261,6 @@ def _databricks(s: Settings):
         spark = DatabricksSession.builder.getOrCreate()
     if "LAKEHOUSE_CATALOG" in os.environ:
         spark.sql(f"USE CATALOG `{s.catalog}`")
+    # Same answers as the local engines for anything that prints or groups by time.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
     return spark

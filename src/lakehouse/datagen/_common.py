@@ -73,19 +73,6 @@ def round_half_up(values: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(values, dtype="float64") + 0.5).astype("int64")
 
 
-def fill_pattern(pattern: str, rng: np.random.Generator) -> str:
-    """Fill a postal-code pattern: '#' becomes a digit, '@' an uppercase letter."""
-    out = []
-    for ch in pattern:
-        if ch == "#":
-            out.append(str(int(rng.integers(10))))
-        elif ch == "@":
-            out.append(chr(65 + int(rng.integers(26))))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 

@@ -192,7 +192,5 @@ def _previous_manifest(out: Path) -> Manifest | None:
     """The manifest of an earlier run in ``out``, or None (none there, or unreadable)."""
     try:
         return load_manifest(out)
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None

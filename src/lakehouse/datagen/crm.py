@@ -198,7 +198,8 @@ def _write_batch2(ctx: Context, base: _Base, result: DatasetResult, defective: s
     unchanged = np.sort(
         rng.choice(rest, size=min(rest.size, max(1, n_changed // 5)), replace=False)
     )
-    twice = set(rng.choice(changed, size=max(1, n_changed // 10), replace=False).tolist())
+    n_twice = min(n_changed, max(1, n_changed // 10))
+    twice = set(rng.choice(changed, size=n_twice, replace=False).tolist())
 
     def later(after_ms: int) -> int:
         step = int(rng.integers(60_000, max(120_000, (WINDOW_END_MS - after_ms) // 2)))

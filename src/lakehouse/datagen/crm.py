@@ -52,7 +52,8 @@ CUSTOMERS = DatasetSpec(
     key=("customer_id",),
     description=(
         "CRM extracts. batch=001: every customer as of 2026-06-15. batch=002: customers whose "
-        "address and/or segment changed (some twice), a few re-sent unchanged, and new customers."
+        "address and/or segment changed (some twice), a few re-sent unchanged, and new customers. "
+        "Defects are injected into batch=001 only."
     ),
     defect_rules={
         "malformed_rows": "A JSON line cut short; the text still starts with the customer_id.",

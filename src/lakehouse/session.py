@@ -4,6 +4,7 @@ databricks, classic or through Spark Connect."""
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -156,12 +157,20 @@ def _mark(spark, engine: str, s: Settings) -> None:
         pass
 
 
+def _quiet_python_loggers() -> None:
+    # PySpark logs every analysis error as JSON on stderr before raising it; the exception
+    # already says everything, and a notebook showing an expected error should stay clean.
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+    logging.getLogger("py4j").setLevel(logging.ERROR)
+
+
 def _python_env() -> None:
     # Driver and Python workers must run this interpreter: it is the one with the course
     # package and the pinned pyarrow/deltalake.
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    _quiet_python_loggers()
 
 
 def _local_builder(s: Settings, app_name: str):

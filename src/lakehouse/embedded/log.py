@@ -374,9 +374,12 @@ def partition_dir_value(value: Any) -> str:
     return quote(escaped, safe="")
 
 
-def partition_array(raw: str | None, type_: pa.DataType, n: int) -> pa.Array:
+def partition_array(raw: Any, type_: pa.DataType, n: int) -> pa.Array:
     if raw is None:
         return pa.nulls(n, type_)
+    if not isinstance(raw, str):
+        # Snapshots carry typed values (delta-rs parses them, e.g. a date for a date column).
+        return pa.array([raw] * n).cast(type_)
     if pa.types.is_timestamp(type_):
         value: Any = datetime.fromisoformat(raw)
         if type_.tz and value.tzinfo is None:
@@ -695,6 +698,12 @@ def commit_files(
                         f"a row has {column} = {f['partition_values'].get(column)!r}. Filter "
                         "the DataFrame to the replaced range first."
                     )
+    if files and is_delta_table(path) and not plan.replace_table:
+        try:
+            check_constraints(path, files, plan)
+        except DeltaError:
+            _remove(path, files)
+            raise
     now = int(time.time() * 1000)
     adds = [
         AddAction(f["path"], f["size"], f["partition_values"], now, True, f["stats"]) for f in files
@@ -764,6 +773,91 @@ def commit_files(
             "(still at its previous version); retry the write."
         ) from None
     return True
+
+
+def check_constraints(path: str, files: list[dict], plan: WritePlan) -> None:
+    """Reject written files that break the table's NOT NULL columns or CHECK constraints
+    (``delta.constraints.*``), before they are committed.
+
+    NOT NULL comes from each file's null counts. CHECK expressions are evaluated by delta-rs
+    (DataFusion, the engine its own writer enforces constraints with) over a scratch table
+    that points at the new files; as in Delta, a row fails when its expression is false or
+    NULL."""
+    import shutil
+    import tempfile
+
+    from deltalake import DeltaTable, QueryBuilder
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    table = open_table(path)
+    config = table.metadata().configuration or {}
+    checks = {
+        k[len("delta.constraints.") :]: v
+        for k, v in config.items()
+        if k.startswith("delta.constraints.")
+    }
+    table_schema = pa.schema(table.schema().to_arrow())
+    for f in table_schema:
+        if f.nullable or pa.types.is_nested(f.type):
+            continue
+        for written in files:
+            if f.name in plan.partition_columns:
+                nulls = written["partition_values"].get(f.name) is None
+            else:
+                stats = json.loads(written["stats"]) if written.get("stats") else {}
+                counts = stats.get("nullCount", {})
+                nulls = counts.get(f.name, stats.get("numRecords", 1)) > 0
+            if nulls:
+                raise DeltaError(
+                    f"[DELTA_NOT_NULL_CONSTRAINT_VIOLATED] NOT NULL constraint violated for "
+                    f"column: {f.name}. The write to {path!r} was not committed; the table "
+                    "is unchanged."
+                )
+    if not checks:
+        return
+    scratch = tempfile.mkdtemp(prefix="lakehouse-check-")
+    try:
+        adds = [
+            AddAction(
+                Path(path, f["path"]).as_uri(),
+                f["size"],
+                f["partition_values"],
+                0,
+                True,
+                f["stats"],
+            )
+            for f in files
+        ]
+        create_table_with_add_actions(
+            scratch,
+            DeltaSchema.from_arrow(nullable(plan.commit_schema)),
+            adds,
+            mode="append",
+            partition_by=plan.partition_columns or None,
+        )
+        query = QueryBuilder().register("written", DeltaTable(scratch))
+        for name, expression in checks.items():
+            try:
+                found = pa.table(
+                    query.execute(
+                        f"SELECT * FROM written WHERE NOT coalesce(({expression}), false) LIMIT 1"
+                    ).read_all()
+                ).to_pylist()
+            except Exception as exc:
+                raise DeltaError(
+                    f"CHECK constraint {name} ({expression}) of the Delta table at {path!r} "
+                    f"could not be evaluated on the written rows: {exc}"
+                ) from None
+            if found:
+                values = "\n".join(f" - {k} : {v}" for k, v in found[0].items())
+                raise DeltaError(
+                    f"[DELTA_VIOLATE_CONSTRAINT_WITH_VALUES] CHECK constraint {name} "
+                    f"({expression}) violated by row with values:\n{values}\nThe write to "
+                    f"{path!r} was not committed; the table is unchanged."
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _remove(root: str, files: list[dict]) -> None:

@@ -23,7 +23,6 @@ from lakehouse.embedded.errors import DeltaError, TableNotFound
 
 PARTITION_OPTION = "__partition_columns"
 _STATS_STRING_PREFIX = 32
-_HIVE_ESCAPE = set("\"#%'*/:=?\\\x7f{[]^")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -365,13 +364,12 @@ def partition_string(value: Any) -> str | None:
 
 
 def partition_dir_value(value: Any) -> str:
-    """A partition value as it appears in the file's relative path in the log: Hive-escaped on
-    disk, then URI-encoded."""
+    """A partition value as a folder name: percent-encoded, as delta-rs writes it. (The log
+    stores the file's relative path URI-encoded once more; readers decode it.)"""
     text = partition_string(value)
     if text is None:
         return "__HIVE_DEFAULT_PARTITION__"
-    escaped = "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPE or ord(c) < 32 else c for c in text)
-    return quote(escaped, safe="")
+    return quote(text, safe="")
 
 
 def partition_array(raw: Any, type_: pa.DataType, n: int) -> pa.Array:
@@ -862,4 +860,9 @@ def check_constraints(path: str, files: list[dict], plan: WritePlan) -> None:
 
 def _remove(root: str, files: list[dict]) -> None:
     for f in files:
-        Path(root, unquote(f["path"])).unlink(missing_ok=True)
+        Path(root, f["path"]).unlink(missing_ok=True)
+
+
+def data_file_path(root: str, log_path: str) -> str:
+    """Where a file named in the log (a URI-encoded relative path) lives on disk."""
+    return os.path.join(root, unquote(log_path))

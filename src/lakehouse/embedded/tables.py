@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
@@ -385,7 +385,7 @@ class EmbeddedDeltaTable:
             name,
             meta.description,
             "file:" + self._location,
-            datetime.fromtimestamp(meta.created_time / 1000, timezone.utc),
+            datetime.fromtimestamp(meta.created_time / 1000, UTC),
             last,
             list(meta.partition_columns),
             [],
@@ -771,7 +771,7 @@ def _commit_info(actions: list[dict]) -> dict:
 def _commit_time(actions: list[dict]) -> datetime | None:
     info = _commit_info(actions)
     ts = info.get("inCommitTimestamp", info.get("timestamp"))
-    return datetime.fromtimestamp(ts / 1000, timezone.utc) if ts is not None else None
+    return datetime.fromtimestamp(ts / 1000, UTC) if ts is not None else None
 
 
 def _commit_timestamp(root: str, version: int) -> datetime | None:
@@ -779,7 +779,7 @@ def _commit_timestamp(root: str, version: int) -> datetime | None:
     if not path.exists():
         return None
     actions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return _commit_time(actions) or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    return _commit_time(actions) or datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 def _operation(info: dict, actions: list[dict]) -> str:

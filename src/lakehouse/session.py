@@ -222,10 +222,35 @@ def _remote_session(s: Settings):
     return spark
 
 
+def _launch(builder, s: Settings):
+    """``builder.getOrCreate()`` with the driver JVM's stderr going to a log file.
+
+    The JVM inherits the kernel's stderr when it starts, and a notebook shows whatever lands
+    there: JVM start-up warnings and Spark's own logging. Errors still reach the notebook as
+    Python exceptions; the details stay in ``<lake>/<catalog>/_logs/spark-driver.log``."""
+    from pyspark.sql import SparkSession
+
+    if SparkSession.getActiveSession() is not None:
+        return builder.getOrCreate()
+    log_dir = s.catalog_path / "_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_dir / "spark-driver.log", "ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                return builder.getOrCreate()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _embedded(s: Settings, app_name: str):
     from lakehouse.embedded import catalog, writer_shim
 
-    spark = _remote_session(s) if s.remote else _local_builder(s, app_name).getOrCreate()
+    spark = _remote_session(s) if s.remote else _launch(_local_builder(s, app_name), s)
     if not s.remote:
         spark.sparkContext.setLogLevel("ERROR")
     writer_shim.install()
@@ -247,12 +272,12 @@ def _delta_spark(s: Settings, app_name: str):
     )
     jars = delta_spark_jars()
     if jars:
-        spark = builder.config("spark.jars", ",".join(jars)).getOrCreate()
+        spark = _launch(builder.config("spark.jars", ",".join(jars)), s)
     else:
         # Fetches the jars from Maven Central on first use: needs the network.
         from delta import configure_spark_with_delta_pip
 
-        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        spark = _launch(configure_spark_with_delta_pip(builder), s)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

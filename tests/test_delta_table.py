@@ -701,6 +701,10 @@ def test_arguments_are_checked_like_delta_spark(spark, path, DeltaTable):
         builder.whenMatchedDelete().whenMatchedUpdateAll().execute()
     with pytest.raises(Exception, match="no_such_column"):  # Spark's own analysis error
         table.delete("no_such_column = 1")
+    with pytest.raises(DeltaError, match="alias the table"):
+        table.update(table.toDF()["id"] == 1, {"name": "'x'"})
+    with pytest.raises(DeltaError, match="NOT MATCHED clause may only refer to the source"):
+        builder.whenNotMatchedInsert(values={"id": "t.id"}).execute()
 
 
 def test_protocol_features_manifest_and_conversion(spark, path, tmp_path, DeltaTable):

@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1381,6 +1382,25 @@ def _resolve_column(name: str, columns: list[str], alias: str | None) -> str | N
     return None
 
 
+@contextmanager
+def _foreign_columns_explained():
+    """Spark cannot resolve a Column taken from another DataFrame (``deltaTable.toDF()["id"]``)
+    against the fresh read of the table a change runs on; say what to write instead."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        if "MISSING_ATTRIBUTES" in text or "CANNOT_RESOLVE_DATAFRAME_COLUMN" in text:
+            raise DeltaError(
+                "A condition or assignment uses a column taken from another DataFrame (such as "
+                "deltaTable.toDF()['id']); the embedded engine reads the table afresh for each "
+                "change, so name the columns instead: alias the table and the source "
+                "(deltaTable.alias('t'), updates.alias('s')) and write \"t.id = s.id\" or "
+                f"F.col('t.id') == F.col('s.id'). Spark said: {text.splitlines()[0]}"
+            ) from None
+        raise
+
+
 # ------------------------------------------------------------------------------------------------
 # Update and delete
 # ------------------------------------------------------------------------------------------------
@@ -1397,6 +1417,10 @@ class _Rewrite:
         self.assignments = assignments or {}
 
     def run(self) -> None:
+        with _foreign_columns_explained():
+            self._run()
+
+    def _run(self) -> None:
         table = self.table
         spark, root = table._spark, table._location
         started = time.time()
@@ -1665,6 +1689,10 @@ class _Merge:
                 )
 
     def run(self) -> DataFrame:
+        with _foreign_columns_explained():
+            return self._run()
+
+    def _run(self) -> DataFrame:
         started = time.time()
         self._check_clauses()
         table = self.table
@@ -1684,6 +1712,7 @@ class _Merge:
         def aliased(frame: DataFrame) -> DataFrame:
             return frame.alias(alias) if alias else frame
 
+        self._check_scopes(self.source, aliased(_target_frame(spark, snap, [])))
         # 1. Which files hold target rows that some source row matches? A target row
         #    matched by two source rows is an error unless one unconditional delete is all
         #    the matched clauses do (delta-spark's rule).
@@ -1816,6 +1845,31 @@ class _Merge:
         if metadata is not None:
             table._refresh_catalog()
         return self._result(spark, updated, deleted, inserted)
+
+    def _check_scopes(self, source: DataFrame, target: DataFrame) -> None:
+        """As in Delta, NOT MATCHED clauses see only the source row and NOT MATCHED BY SOURCE
+        clauses only the target row (Spark analyses them; nothing runs)."""
+        for clause in self.clauses:
+            if clause.kind == "matched":
+                continue
+            scope, side = (source, "source") if clause.kind == "not_matched" else (target, "target")
+            expressions = (
+                [condition_column(clause.condition)] if clause.condition is not None else []
+            )
+            if clause.assignments:
+                expressions += list(
+                    assignment_columns(clause.assignments, f"'{_ARGNAME[clause.action]}'").values()
+                )
+            if not expressions:
+                continue
+            try:
+                _ = scope.select(*[e.alias(f"_{i}") for i, e in enumerate(expressions)]).schema
+            except Exception as exc:
+                label = "NOT MATCHED" if side == "source" else "NOT MATCHED BY SOURCE"
+                raise DeltaError(
+                    f"[DELTA_MERGE_UNRESOLVED_EXPRESSION] A {label} clause may only refer to the "
+                    f"{side}'s columns: {str(exc).splitlines()[0]}"
+                ) from None
 
     def _columns(self, joined, target, source, names, struct):
         """For each output column: its current value (the target's, or null) and, per clause

@@ -744,3 +744,28 @@ def test_timestamps_and_dates_compare_as_in_spark(spark, path, DeltaTable):
     assert [r.id for r in rows] == [2, 3]
     assert rows[0].d == spark.sql("SELECT current_date() AS d").first().d
     assert rows[1].ts is None
+
+
+def test_changes_on_a_partitioned_table_move_rows_between_partitions(spark, path, DeltaTable):
+    # Values whose folder names Spark would not decode back exactly ("é", ":") included.
+    schema = "id long, city string, amount double"
+    rows = [(1, "Zürich", 1.0), (2, "a b:c", 2.0), (3, None, 3.0), (4, "Oslo", 4.0)]
+    (spark.createDataFrame(rows, schema).write.format("delta").partitionBy("city").save(path))
+    table = DeltaTable.forPath(spark, path)
+    table.update("city = 'Zürich'", {"city": "'Oslo'"})
+    source = spark.createDataFrame([(2, "a b:c", 20.0), (5, "Zürich", 5.0)], schema)
+    (
+        table.alias("t")
+        .merge(source.alias("s"), "t.id = s.id")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .whenNotMatchedBySourceDelete("t.city IS NULL")
+        .execute()
+    )
+    expected = [(1, "Oslo", 1.0), (2, "a b:c", 20.0), (4, "Oslo", 4.0), (5, "Zürich", 5.0)]
+    same(table.toDF(), spark.createDataFrame(expected, schema))
+    assert sorted({f.partition_values["city"] for f in delta_log.snapshot(path).files}) == [
+        "Oslo",
+        "Zürich",
+        "a b:c",
+    ]

@@ -189,11 +189,15 @@ def _data_path(root: str, log_path: str) -> str:
 
 
 def _disk_key(root: str, log_path: str) -> str:
-    return os.path.normpath(_data_path(root, log_path))
+    return os.path.normcase(os.path.normpath(_data_path(root, log_path)))
 
 
 def _uri_key(uri: str) -> str:
-    return os.path.normpath(unquote(urlparse(uri).path))
+    """The local path of a ``file:`` URI as Spark reports it, comparable with _disk_key."""
+    path = unquote(urlparse(uri).path)
+    if re.match(r"^/[A-Za-z]:", path):  # file:/C:/... on Windows
+        path = path[1:]
+    return os.path.normcase(os.path.normpath(path))
 
 
 def _empty_frame(spark) -> DataFrame:
@@ -791,10 +795,13 @@ def _operation(info: dict, actions: list[dict]) -> str:
     commit (it carries the query's application transaction) ``STREAMING UPDATE``."""
     operation = info.get("operation") or "UNKNOWN"
     adds_data = any("add" in a and a["add"].get("dataChange", True) for a in actions)
-    if operation in ("CREATE TABLE", "CREATE OR REPLACE TABLE") and adds_data:
-        mode = str((info.get("operationParameters") or {}).get("mode", "")).lower()
-        if mode in ("append", "overwrite"):
-            operation = "WRITE"
+    mode = str((info.get("operationParameters") or {}).get("mode", "")).lower()
+    # A builder's CREATE TABLE says ErrorIfExists/Ignore; a write says Append/Overwrite, and
+    # a builder's replace adds no data.
+    if mode in ("append", "overwrite") and (
+        operation == "CREATE TABLE" or (operation == "CREATE OR REPLACE TABLE" and adds_data)
+    ):
+        operation = "WRITE"
     if operation == "WRITE" and any(
         "txn" in a and str(a["txn"].get("appId", "")).startswith("spark-streaming") for a in actions
     ):
@@ -886,9 +893,16 @@ def _commit(
     lines += actions
     staged = folder / f".{version:020d}.json.{uuid.uuid4().hex}.tmp"
     staged.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    target = folder / f"{version:020d}.json"
     try:
         # A hard link fails when the name exists: two writers cannot both commit a version.
-        os.link(staged, folder / f"{version:020d}.json")
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create the name exclusively
+            with open(target, "x") as out:
+                out.write(staged.read_text())
     except FileExistsError:
         raise ConcurrentModification(
             f"Another writer committed version {version} of the Delta table at {root!r} while "
@@ -1365,7 +1379,15 @@ def _folders_say(root: str, f: delta_log.DataFile, partitions: list[str]) -> boo
 
 def _files_of(snap: delta_log.Snapshot, uris: list[str]) -> list[delta_log.DataFile]:
     wanted = {_uri_key(u) for u in uris if u}
-    return [f for f in snap.files if _disk_key(snap.root, f.path) in wanted]
+    found = [f for f in snap.files if _disk_key(snap.root, f.path) in wanted]
+    if len(found) != len(wanted):
+        # Never let a change silently skip rows because a file name did not map back.
+        raise DeltaError(
+            f"Internal error: {len(wanted) - len(found)} of the {len(wanted)} files Spark read "
+            f"from the Delta table at {snap.root!r} do not match the log's file list. The "
+            "table is unchanged; please report this with the table's folder layout."
+        )
+    return found
 
 
 def _resolve_column(name: str, columns: list[str], alias: str | None) -> str | None:

@@ -340,12 +340,6 @@ def test_the_sink_log_records_each_micro_batch_as_an_application_transaction(cra
     assert crashed_stream["redone_batch"] in batches
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Spark runs availableNow as Trigger.Once for a Python source that lacks "
-    "SupportsTriggerAvailableNow, so a restart redoes the interrupted batch and stops; "
-    "spark.sql.streaming.triggerAvailableNowWrapper.enabled=true fixes it",
-)
 def test_one_available_now_restart_catches_up_after_a_crash(crashed_stream):
     # Run 2 redid the interrupted batch; availableNow means it also takes what came after.
     assert sink_ids(crashed_stream, 2) == ids(crashed_stream["source"])

@@ -207,6 +207,9 @@ def _runtime_conf(s: Settings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(_SHUFFLE_PARTITIONS[s.scale]),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.python.filterPushdown.enabled": "true",
+        # Without it Spark runs availableNow as a single batch for a Python source, so a
+        # restart after a crash redoes the interrupted batch and stops instead of catching up.
+        "spark.sql.streaming.triggerAvailableNowWrapper.enabled": "true",
     }
 
 

@@ -59,10 +59,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> str:
+def _program(pid: int) -> str:
+    """The running program's name. Not the command line: a process the JVM has forked but not
+    yet exec'd still shows the JVM's command line (whose classpath mentions python) and the
+    JVM's memory."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
     except OSError:
         return ""
 
@@ -102,17 +105,18 @@ class MemorySampler(threading.Thread):
     def _processes(self) -> tuple[int | None, list[int]]:
         if self._psutil is not None:
             me = self._psutil.Process()
-            jvm = next((p for p in me.children() if "java" in p.name().lower()), None)
+            jvm = next((p for p in me.children() if p.name().lower() == "java"), None)
             if jvm is None:
                 return None, []
-            return jvm.pid, [p.pid for p in jvm.children(recursive=True)]
-        jvm = next((c for c in _children(os.getpid()) if "java" in _cmdline(c)), None)
+            workers = [p.pid for p in jvm.children(recursive=True) if p.name().startswith("python")]
+            return jvm.pid, workers
+        jvm = next((c for c in _children(os.getpid()) if _program(c) == "java"), None)
         if jvm is None:
             return None, []
         workers, todo = [], _children(jvm)
         while todo:
             pid = todo.pop()
-            if "python" in _cmdline(pid):
+            if _program(pid).startswith("python"):
                 workers.append(pid)
             todo += _children(pid)
         return jvm, workers
@@ -577,7 +581,8 @@ def breakdown(b: Bench, base) -> None:
     )
     out.append(
         f"task side of a write, {n:,} rows on one thread: engine's _FileWriter {t_writer:.2f} s "
-        f"(cast + Parquet + stats), plain pyarrow write_table {t_pyarrow:.2f} s"
+        f"(cast + Parquet + stats), pyarrow write_table of the whole table at once "
+        f"{t_pyarrow:.2f} s"
     )
     t_to_arrow = clock(lambda: base.toArrow(), rounds=1)
     out.append(
@@ -809,8 +814,9 @@ def report(b: Bench, meta: dict) -> str:
     lines += [
         "",
         "ratio = delta rows/s / parquet rows/s (1.00x = as fast as plain Parquet).",
-        "workers MB = largest total RSS of the Python worker processes alive at one moment "
-        "during that operation.",
+        "workers MB = total RSS of the Python processes under the JVM (data source planners, "
+        "daemons, task workers), largest at one moment during the operation; plain Parquet "
+        "uses none, so its column shows the idle processes the Delta operations left behind.",
         f"Peak memory over the run: driver JVM {mb(b.memory.jvm_hwm)} MB (VmHWM), largest "
         f"single Python worker {mb(b.memory.worker_hwm)} MB (VmHWM), "
         f"{len(b.memory.worker_pids)} Python processes seen.",

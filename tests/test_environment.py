@@ -8,15 +8,10 @@ databricks-connect forces otherwise (listed below with the reason), and never py
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    tomllib = pytest.importorskip("tomli", reason="tomllib is Python 3.11+; tomli backs it on 3.10")
 
 ROOT = Path(__file__).resolve().parents[1]
 

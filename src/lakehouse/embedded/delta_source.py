@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ CDF_COLUMNS = [
 ]
 _TARGET_SPLIT_BYTES = 128 * 1024 * 1024
 _BATCH_ROWS = 65_536
+_ROW_GROUP_ROWS = 262_144
 
 
 def _truthy(value: str | None) -> bool:
@@ -286,8 +287,8 @@ def _coerce(raw: Any, like: Any) -> Any:
     if isinstance(like, datetime):
         value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value if like.tzinfo else value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.replace(tzinfo=UTC)
+        return value if like.tzinfo else value.astimezone(UTC).replace(tzinfo=None)
     if isinstance(like, date):
         return date.fromisoformat(str(raw)[:10])
     if isinstance(like, str):
@@ -337,6 +338,9 @@ class _FileWriter:
         self.partition_columns = partition_columns
         self.data_schema = pa.schema([f for f in schema if f.name not in partition_columns])
         self.open: dict[tuple, tuple[pq.ParquetWriter, str, delta_log.StatsBuilder]] = {}
+        # Spark hands over batches of 10,000 rows; written one by one they become tiny row
+        # groups that make every later read slower. Buffer them into row groups of this size.
+        self.pending: dict[tuple, list[pa.Table]] = {}
 
     def write(self, batches: Iterator[pa.RecordBatch]) -> FilesWritten:
         try:
@@ -380,12 +384,22 @@ class _FileWriter:
             self.open[key] = (writer, rel, delta_log.StatsBuilder(self.data_schema))
         writer, _, stats = self.open[key]
         data = table.select(self.data_schema.names)
-        writer.write_table(data)
         stats.update(data)
+        pending = self.pending.setdefault(key, [])
+        pending.append(data)
+        if sum(t.num_rows for t in pending) >= _ROW_GROUP_ROWS:
+            self._flush(key)
+
+    def _flush(self, key: tuple) -> None:
+        pending = self.pending.pop(key, [])
+        if pending:
+            self.open[key][0].write_table(pa.concat_tables(pending))
 
     def _close(self, discard: bool = False) -> list[dict]:
         written = []
         for key, (writer, rel, stats) in self.open.items():
+            if not discard:
+                self._flush(key)
             writer.close()
             full = os.path.join(self.root, rel)
             if discard:
@@ -402,7 +416,7 @@ class _FileWriter:
                     "stats": stats.to_json(),
                 }
             )
-        self.open = {}
+        self.open, self.pending = {}, {}
         return written
 
 

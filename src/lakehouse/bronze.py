@@ -1,0 +1,308 @@
+"""Bronze: every raw source landed as an append-only Delta table, full fidelity plus lineage.
+
+Bronze keeps each source column exactly as the file holds it (CSV text stays text, JSON strings stay
+strings), keeps rows that do not parse in ``_corrupt_record`` instead of dropping them, and adds the
+lineage columns every later layer relies on. One batch is written by one idempotent Delta write
+(``txnAppId`` = the table, ``txnVersion`` = the batch's number), so a re-run commits nothing.
+
+Example::
+
+    from lakehouse import bronze
+    reports = bronze.ingest_source(spark, "crm.customers", raw_root)
+    bronze.ensure_bronze(spark, ["ecommerce.orders"], raw_root)   # what a later lesson calls
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
+
+from lakehouse.datagen import DATASETS
+from lakehouse.datagen.schema import DatasetSpec
+
+CORRUPT_RECORD = "_corrupt_record"
+INGESTION_TIMESTAMP = "_ingestion_timestamp"
+SOURCE_FILE = "_source_file"
+SOURCE_SYSTEM = "_source_system"
+BATCH_ID = "_batch_id"
+INGESTION_DATE = "_ingestion_date"
+
+METADATA_SCHEMA = StructType(
+    [
+        StructField(INGESTION_TIMESTAMP, TimestampType(), False),
+        StructField(SOURCE_FILE, StringType(), False),
+        StructField(SOURCE_SYSTEM, StringType(), False),
+        StructField(BATCH_ID, StringType(), False),
+        StructField(INGESTION_DATE, DateType(), False),
+    ]
+)
+METADATA_COLUMNS = tuple(METADATA_SCHEMA.fieldNames())
+
+
+@dataclass(frozen=True)
+class BronzeSource:
+    """One raw source and the Bronze table it lands in."""
+
+    dataset: str  # the generator's dataset name, e.g. "crm.customers"
+    table: str  # "bronze.crm_customers"
+    spec: DatasetSpec
+
+    @property
+    def source_system(self) -> str:
+        return self.spec.source
+
+    @property
+    def file_format(self) -> str:
+        return self.spec.file_format
+
+    @property
+    def keeps_corrupt_records(self) -> bool:
+        """Text formats can hold a row that does not parse; Parquet cannot."""
+        return self.file_format in ("json", "csv")
+
+    @property
+    def raw_schema(self) -> StructType:
+        """The explicit read schema: each column as the file stores it, plus ``_corrupt_record``
+        for text formats (Spark's PERMISSIVE mode puts a row that does not parse there)."""
+        fields = [
+            StructField(name, _spark_type(type_name), True)
+            for name, type_name in self.spec.raw_column_types.items()
+        ]
+        if self.keeps_corrupt_records:
+            fields.append(StructField(CORRUPT_RECORD, StringType(), True))
+        return StructType(fields)
+
+    @property
+    def table_schema(self) -> StructType:
+        return StructType([*self.raw_schema.fields, *METADATA_SCHEMA.fields])
+
+    @property
+    def comment(self) -> str:
+        return (
+            f"Bronze: raw {self.dataset} ({self.file_format} files), append-only, columns exactly "
+            f"as delivered plus lineage. {self.spec.description}"
+        )
+
+
+def _spark_type(type_name: str):
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(type_name)
+
+
+def _table_name(dataset: str) -> str:
+    return "bronze." + dataset.replace(".", "_")
+
+
+SOURCES: dict[str, BronzeSource] = {
+    name: BronzeSource(name, _table_name(name), spec) for name, spec in DATASETS.items()
+}
+
+
+def source(dataset: str | BronzeSource) -> BronzeSource:
+    """The Bronze source for a dataset name such as ``"crm.customers"``."""
+    if isinstance(dataset, BronzeSource):
+        return dataset
+    try:
+        return SOURCES[dataset]
+    except KeyError:
+        raise KeyError(
+            f"unknown source {dataset!r}: use one of {', '.join(sorted(SOURCES))}"
+        ) from None
+
+
+def bronze_table(dataset: str) -> str:
+    """``"crm.customers"`` -> ``"bronze.crm_customers"``."""
+    return source(dataset).table
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """A unit of delivery: a ``batch=NNN`` folder, a day folder, or a file.
+
+    ``version`` is its position in delivery order (1, 2, ...): the ``txnVersion`` of its write.
+    """
+
+    batch_id: str
+    version: int
+    paths: tuple[str, ...]
+
+
+def source_batches(dataset: str | BronzeSource, raw_root: str | Path) -> list[SourceBatch]:
+    """The batches a source has delivered so far under ``raw_root``, in delivery order.
+
+    Units are ``batch=NNN`` folders when the source has them (CRM), else sub-folders (payments,
+    one per arrival day), else files (numbered in arrival order). Names sort in delivery order,
+    so a batch keeps its number when later ones arrive.
+    """
+    src = source(dataset)
+    location = Path(raw_root) / src.spec.path
+    if location.is_file():
+        units = [location]
+    elif location.is_dir():
+        units = sorted(p for p in location.iterdir() if not p.name.startswith((".", "_")))
+    else:
+        raise FileNotFoundError(
+            f"no files for {src.dataset} at {location}: generate the sources first "
+            "(lakehouse.course.prepare_datasets, or `python -m lakehouse.datagen`)"
+        )
+    batches = []
+    for version, unit in enumerate(units, start=1):
+        label = unit.name.split("=", 1)[1] if "=" in unit.name else unit.name
+        if unit.is_file():
+            label = unit.name.split(".")[0]
+        batches.append(SourceBatch(label, version, (str(unit),)))
+    return batches
+
+
+# --------------------------------------------------------------------------- read and tag
+
+
+def read_raw(spark: SparkSession, dataset: str | BronzeSource, paths: Iterable[str]) -> DataFrame:
+    """Read raw files with the source's explicit schema; rows that do not parse are kept whole in
+    ``_corrupt_record`` (PERMISSIVE mode), never dropped."""
+    src = source(dataset)
+    paths = [str(p) for p in paths]
+    reader = spark.read.schema(src.raw_schema)
+    if src.file_format == "json":
+        return (
+            reader.option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
+            .json(paths)
+        )
+    if src.file_format == "csv":
+        return (
+            reader.option("header", True)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
+            .option("enforceSchema", False)
+            .csv(paths)
+        )
+    return reader.parquet(*paths)
+
+
+def with_ingestion_metadata(source_system: str, batch_id: str) -> Callable[[DataFrame], DataFrame]:
+    """Add the lineage columns: when (``_ingestion_timestamp``, ``_ingestion_date``), from which
+    file (``_source_file``, Spark's ``_metadata.file_path``), which system and which batch."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        now: Column = F.current_timestamp()
+        return df.select(
+            "*",
+            now.alias(INGESTION_TIMESTAMP),
+            F.col("_metadata.file_path").alias(SOURCE_FILE),
+            F.lit(source_system).alias(SOURCE_SYSTEM),
+            F.lit(batch_id).alias(BATCH_ID),
+            F.to_date(now).alias(INGESTION_DATE),
+        )
+
+    return transform
+
+
+# --------------------------------------------------------------------------- write
+
+
+def create_bronze_table(
+    spark: SparkSession, dataset: str | BronzeSource, *, properties: dict[str, str] | None = None
+):
+    """Create the source's Bronze table if it does not exist: the raw schema plus lineage,
+    partitioned by ingestion date, a comment, and ``delta.appendOnly`` (Bronze never changes
+    a row it landed)."""
+    from lakehouse.tables import DeltaTable
+
+    src = source(dataset)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {src.table.split('.')[0]}")
+    builder = (
+        DeltaTable.createIfNotExists(spark)
+        .tableName(src.table)
+        .addColumns(src.table_schema)
+        .partitionedBy(INGESTION_DATE)
+        .comment(src.comment)
+        .property("delta.appendOnly", "true")
+        .property("quality", "bronze")
+        .property("source_system", src.source_system)
+    )
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    return builder.execute()
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    table: str
+    batch_id: str
+    rows: int  # rows in the batch's files
+    committed: bool  # False when the batch was already in the table (an idempotent re-run)
+
+
+def _latest_version(spark: SparkSession, table: str) -> int:
+    from lakehouse.tables import DeltaTable
+
+    return DeltaTable.forName(spark, table).history(1).select("version").first()[0]
+
+
+def ingest_batch(
+    spark: SparkSession, dataset: str | BronzeSource, batch: SourceBatch
+) -> IngestReport:
+    """Append one batch to the source's Bronze table, exactly once.
+
+    The write carries ``txnAppId`` (the table) and ``txnVersion`` (the batch number): Delta skips
+    a write whose version it has already committed for that app id, so re-running a notebook or a
+    job never duplicates a batch."""
+    src = source(dataset)
+    create_bronze_table(spark, src)
+    batch_df = read_raw(spark, src, batch.paths).transform(
+        with_ingestion_metadata(src.source_system, batch.batch_id)
+    )
+    before = _latest_version(spark, src.table)
+    (
+        batch_df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", src.table)
+        .option("txnVersion", batch.version)
+        .saveAsTable(src.table)
+    )
+    committed = _latest_version(spark, src.table) != before
+    rows = batch_df.count()
+    return IngestReport(src.table, batch.batch_id, rows, committed)
+
+
+def ingest_source(
+    spark: SparkSession, dataset: str | BronzeSource, raw_root: str | Path
+) -> list[IngestReport]:
+    """Ingest every batch the source has delivered, in order; batches already landed are
+    skipped by Delta itself (see :func:`ingest_batch`)."""
+    return [ingest_batch(spark, dataset, b) for b in source_batches(dataset, raw_root)]
+
+
+def landed_batches(spark: SparkSession, dataset: str | BronzeSource) -> set[str]:
+    """The ``_batch_id`` values already in the source's Bronze table (empty if no table)."""
+    src = source(dataset)
+    if not spark.catalog.tableExists(src.table):
+        return set()
+    return {row[0] for row in spark.table(src.table).select(BATCH_ID).distinct().collect()}
+
+
+def ensure_bronze(
+    spark: SparkSession, datasets: Iterable[str] | None, raw_root: str | Path
+) -> dict[str, int]:
+    """What a later lesson's setup calls: land the batches of these sources (default: all) that
+    are not in Bronze yet, and return each Bronze table's row count."""
+    names = list(datasets) if datasets is not None else list(SOURCES)
+    counts = {}
+    for name in names:
+        src = source(name)
+        landed = landed_batches(spark, src)
+        for batch in source_batches(src, raw_root):
+            if batch.batch_id not in landed:
+                ingest_batch(spark, src, batch)
+        counts[src.table] = spark.table(src.table).count()
+    return counts

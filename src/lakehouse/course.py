@@ -54,3 +54,14 @@ def drop_schema(spark, schema: str) -> None:
             drop_table(spark, name)
     spark.sql(f"DROP SCHEMA IF EXISTS `{schema}` CASCADE")
     shutil.rmtree(catalog.root / schema.lower(), ignore_errors=True)
+
+
+def checkpoint_location(spark, name: str) -> str:
+    """Where a stream named ``name`` (e.g. ``"bronze/payments_transactions"``) keeps its
+    checkpoint: ``<lake>/<catalog>/_checkpoints/<name>``. On Databricks set ``LAKEHOUSE_LAKE``
+    to a Unity Catalog volume (``/Volumes/<catalog>/<schema>/<volume>``) so checkpoints live
+    beside the tables' governance."""
+    from lakehouse.session import settings_of
+
+    s = settings_of(spark) or settings()
+    return str(s.catalog_path / "_checkpoints" / name)

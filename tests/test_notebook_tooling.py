@@ -282,42 +282,79 @@ def fake_run(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return executed
 
 
-def test_sidecar_keeps_outputs_only_of_marked_cells():
+def test_expected_outputs_keep_only_marked_cells():
     solution = marked_solution()
-    sidecar = expected_from_run(solution, fake_run(solution))
-    kept = [c for c in notebooks.code_cells(sidecar) if c.outputs]
-    assert [c.source for c in kept] == ["# NBVAL_CHECK_OUTPUT\neven_orders.count()"]
-    assert kept[0].execution_count is not None  # nbval skips cells it considers unrun
-    assert "papermill" not in sidecar.metadata
-    assert not notebooks.has_outputs(notebooks.clean(sidecar))
+    data = expected_from_run(solution, fake_run(solution), solution="solutions/x.ipynb")
+    assert [(c["cell"], c["source"]) for c in data["cells"]] == [
+        (3, "# NBVAL_CHECK_OUTPUT\neven_orders.count()")
+    ]
+    assert data["cells"][0]["outputs"][0]["data"] == {"text/plain": "5"}  # its run number
+    assert data["parameters"] == notebooks.CI_PARAMETERS
+    assert data["code_sha256"] == notebooks.code_digest(solution)
 
 
-def test_sidecar_missing_stale_and_orphaned_are_reported(tmp_path):
+def test_expected_outputs_refuse_a_run_of_other_code():
+    solution = marked_solution()
+    executed = fake_run(solution)
+    executed.cells[-1].source = "print('something else')"
+    with pytest.raises(ValueError, match="code differs"):
+        expected_from_run(solution, executed)
+
+
+def test_materialized_notebook_is_what_nbval_needs(tmp_path):
     solution = marked_solution()
     root = make_repo(tmp_path, solution)
-    sidecar_path = root / "tests" / "expected" / "01_bronze" / "01_orders.ipynb"
+    solution_path = root / "solutions" / "01_bronze" / "01_orders.ipynb"
+    target = notebooks.expected_path(root, solution_path)
+    notebooks.write_expected_file(expected_from_run(solution, fake_run(solution)), target)
+    assert target == root / "tests" / "expected" / "01_bronze" / "01_orders.outputs.json"
+    assert notebooks.solution_of_expected(root, target) == solution_path
+
+    materialized = notebooks.read(
+        notebooks.materialize_expected(root, solution_path, tmp_path / "run")
+    )
+    cells = notebooks.code_cells(materialized)
+    assert notebooks.INJECTED_TAG in notebooks.tags(cells[1])  # right after the parameters
+    assert "reset = True" in cells[1].source
+    marked = [c for c in cells if c.outputs]
+    assert [c.source for c in marked] == ["# NBVAL_CHECK_OUTPUT\neven_orders.count()"]
+    assert marked[0].execution_count is not None  # nbval skips cells it considers unrun
+
+    solution.cells[2].source += "\n"
+    notebooks.write(solution, solution_path)
+    with pytest.raises(ValueError, match="stale"):
+        notebooks.materialize_expected(root, solution_path, tmp_path / "run")
+
+
+def test_expected_outputs_missing_stale_and_orphaned_are_reported(tmp_path):
+    solution = marked_solution()
+    root = make_repo(tmp_path, solution)
+    expected = root / "tests" / "expected" / "01_bronze" / "01_orders.outputs.json"
     assert only(find_problems(root), "tests/expected") == [
-        "tests/expected/01_bronze/01_orders.ipynb: missing; the solution marks outputs for "
-        "nbval (run `make expected`)"
+        "tests/expected/01_bronze/01_orders.outputs.json: missing; the solution marks outputs "
+        "for nbval (run `make expected`)"
     ]
 
-    notebooks.write(expected_from_run(solution, fake_run(solution)), sidecar_path)
+    notebooks.write_expected_file(expected_from_run(solution, fake_run(solution)), expected)
     assert find_problems(root) == []
+    assert not notebooks.write_expected_file(
+        expected_from_run(solution, fake_run(solution)), expected
+    ), "rewriting identical expected outputs should leave the file alone"
 
     solution.cells[2].source += "\n"
     notebooks.write(solution, root / "solutions" / "01_bronze" / "01_orders.ipynb")
     generate_all(root)
     assert only(find_problems(root), "tests/expected") == [
-        "tests/expected/01_bronze/01_orders.ipynb: stale, its code differs from the solution "
-        "(run `make expected`)"
+        "tests/expected/01_bronze/01_orders.outputs.json: stale, its code differs from the "
+        "solution (run `make expected`)"
     ]
 
-    notebooks.write(
+    notebooks.write_expected_file(
         expected_from_run(solution, fake_run(solution)),
-        root / "tests" / "expected" / "09_gone" / "x.ipynb",
+        root / "tests" / "expected" / "09_gone" / "x.outputs.json",
     )
     assert only(find_problems(root), "missing solution") == [
-        "tests/expected/09_gone/x.ipynb: expected outputs for a missing solution "
+        "tests/expected/09_gone/x.outputs.json: expected outputs for a missing solution "
         "solutions/09_gone/x.ipynb"
     ]
 

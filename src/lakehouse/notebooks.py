@@ -3,8 +3,8 @@ and headless execution with papermill (used by tests, ``scripts/run_course.py`` 
 
 Solutions under ``solutions/`` are the source of truth. ``lakehouse-notebooks generate`` writes
 each exercise at the same relative path without the ``solutions/`` prefix; ``check`` lists every
-broken convention; ``strip`` removes outputs; ``expected`` refreshes the nbval sidecars in
-``tests/expected/`` (see :func:`write_expected`).
+broken convention; ``strip`` removes outputs; ``expected`` refreshes the expected outputs that
+nbval compares, kept as JSON in ``tests/expected/`` (see :func:`write_expected`).
 
 Example::
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
+import json
 import os
 import re
 import sys
@@ -32,6 +34,7 @@ from nbformat import NotebookNode
 SOLUTIONS_DIR = "solutions"
 EXPECTED_DIR = Path("tests") / "expected"
 SANITIZE_FILE = EXPECTED_DIR / "nbval_sanitize.cfg"
+EXPECTED_SUFFIX = ".outputs.json"
 KERNEL_NAME = "lakehouse"
 
 PARAMETERS_TAG = "parameters"
@@ -64,9 +67,10 @@ def solution_notebooks(root: str | Path) -> list[Path]:
     return _notebooks_under(Path(root) / SOLUTIONS_DIR)
 
 
-def expected_notebooks(root: str | Path) -> list[Path]:
-    """Every nbval sidecar under ``root/tests/expected``, sorted."""
-    return _notebooks_under(Path(root) / EXPECTED_DIR)
+def expected_files(root: str | Path) -> list[Path]:
+    """Every expected-outputs file under ``root/tests/expected``, sorted."""
+    folder = Path(root) / EXPECTED_DIR
+    return sorted(folder.rglob(f"*{EXPECTED_SUFFIX}")) if folder.is_dir() else []
 
 
 def exercise_path(root: str | Path, solution: str | Path) -> Path:
@@ -76,9 +80,17 @@ def exercise_path(root: str | Path, solution: str | Path) -> Path:
 
 
 def expected_path(root: str | Path, solution: str | Path) -> Path:
-    """Where the nbval sidecar (expected outputs) of ``solution`` lives."""
+    """Where the expected outputs of ``solution`` live: ``tests/expected/<path>.outputs.json``."""
     root = Path(root)
-    return root / EXPECTED_DIR / Path(solution).relative_to(root / SOLUTIONS_DIR)
+    rel = Path(solution).relative_to(root / SOLUTIONS_DIR)
+    return root / EXPECTED_DIR / rel.parent / (rel.stem + EXPECTED_SUFFIX)
+
+
+def solution_of_expected(root: str | Path, expected: str | Path) -> Path:
+    """The solution notebook an expected-outputs file belongs to."""
+    root = Path(root)
+    rel = Path(expected).relative_to(root / EXPECTED_DIR)
+    return root / SOLUTIONS_DIR / rel.parent / (rel.name[: -len(EXPECTED_SUFFIX)] + ".ipynb")
 
 
 def exercise_dirs(root: str | Path) -> list[Path]:
@@ -366,8 +378,8 @@ def find_problems(root: str | Path) -> list[str]:
                 )
         problems.extend(_expected_problems(root, solution, nb))
 
-    for sidecar in expected_notebooks(root):
-        solution = root / SOLUTIONS_DIR / sidecar.relative_to(root / EXPECTED_DIR)
+    for sidecar in expected_files(root):
+        solution = solution_of_expected(root, sidecar)
         if solution not in solution_set:
             problems.append(
                 f"{rel(sidecar)}: expected outputs for a missing solution {rel(solution)}"
@@ -378,24 +390,23 @@ def find_problems(root: str | Path) -> list[str]:
 def _expected_problems(root: Path, solution: Path, nb: NotebookNode) -> list[str]:
     sidecar = expected_path(root, solution)
     name = sidecar.relative_to(root).as_posix()
-    checked = [c for c in code_cells(nb) if is_nbval_checked(c)]
+    checked = [i for i, c in enumerate(code_cells(nb)) if is_nbval_checked(c)]
     if not sidecar.exists():
         if checked:
             return [f"{name}: missing; the solution marks outputs for nbval (run `make expected`)"]
         return []
-    expected = read(sidecar)
-    ours = [c.source for c in code_cells(expected) if INJECTED_TAG not in tags(c)]
-    if ours != [c.source for c in code_cells(nb)]:
+    try:
+        expected = read_expected(sidecar)
+    except (ValueError, KeyError) as exc:
+        return [f"{name}: cannot be read ({exc}); run `make expected`"]
+    if expected["code_sha256"] != code_digest(nb):
         return [f"{name}: stale, its code differs from the solution (run `make expected`)"]
-    missing = [
-        i
-        for i, c in enumerate(c for c in code_cells(expected) if INJECTED_TAG not in tags(c))
-        if is_nbval_checked(c) and c.get("execution_count") is None
-    ]
-    if missing:
-        return [f"{name}: no expected output for code cell(s) {missing} (run `make expected`)"]
     if not checked:
         return [f"{name}: the solution marks no output with # NBVAL_CHECK_OUTPUT; delete the file"]
+    have = [cell["cell"] for cell in expected["cells"]]
+    if have != checked:
+        missing = sorted(set(checked) - set(have))
+        return [f"{name}: no expected output for code cell(s) {missing} (run `make expected`)"]
     return []
 
 
@@ -549,18 +560,90 @@ def describe_failure(exc: BaseException) -> str:
     )
 
 
-def expected_from_run(solution_nb: NotebookNode, executed: NotebookNode) -> NotebookNode:
-    """The nbval sidecar: the executed notebook keeping outputs only where nbval compares them."""
-    sidecar = clean(executed, keep_outputs=is_nbval_checked)
-    sidecar.metadata = copy.deepcopy(solution_nb.metadata)
-    for key in _NOISY_NOTEBOOK_METADATA:
-        sidecar.metadata.pop(key, None)
-    # papermill puts an error banner cell on top of failed runs; a sidecar never has one
-    sidecar.cells = [c for c in sidecar.cells if "papermill-error-cell-tag" not in tags(c)]
-    for cell in sidecar.cells:
-        if cell.metadata.get("tags") == []:  # papermill adds empty tag lists everywhere
+def code_digest(nb: NotebookNode) -> str:
+    """A fingerprint of a notebook's code: expected outputs are stale once it changes."""
+    joined = "\x1e".join(c.source for c in code_cells(nb) if INJECTED_TAG not in tags(c))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def expected_from_run(
+    solution_nb: NotebookNode,
+    executed: NotebookNode,
+    *,
+    solution: str = "",
+    parameters: Mapping[str, object] | None = None,
+) -> dict:
+    """The expected outputs of a run: for each cell marked ``# NBVAL_CHECK_OUTPUT``, its index
+    among the solution's code cells, its source and its outputs (JSON; no notebook committed with
+    outputs). ``materialize_expected`` turns it back into the notebook nbval runs."""
+    ran = [c for c in code_cells(executed) if INJECTED_TAG not in tags(c)]
+    ours = code_cells(solution_nb)
+    if [c.source for c in ran] != [c.source for c in ours]:
+        raise ValueError("the executed notebook's code differs from the solution's")
+    cells = []
+    for index, (cell, run) in enumerate(zip(ours, ran, strict=True)):
+        if is_nbval_checked(cell):
+            outputs = json.loads(json.dumps(run.get("outputs", [])))
+            cells.append({"cell": index, "source": cell.source, "outputs": outputs})
+    return {
+        "solution": solution,
+        "parameters": dict(CI_PARAMETERS if parameters is None else parameters),
+        "code_sha256": code_digest(solution_nb),
+        "cells": cells,
+    }
+
+
+def write_expected_file(data: dict, path: str | Path) -> bool:
+    """Write expected outputs as stable, diff-friendly JSON; False if nothing changed."""
+    path = Path(path)
+    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def read_expected(path: str | Path) -> dict:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    for key in ("parameters", "code_sha256", "cells"):
+        data[key]  # noqa: B018 (a KeyError names the missing field)
+    return data
+
+
+def materialize_expected(root: str | Path, solution: str | Path, dest: str | Path) -> Path:
+    """Write the notebook nbval runs for ``solution`` into the folder ``dest``: the solution with
+    its CI parameters injected as papermill does, and the committed expected outputs in the
+    marked cells. Returns its path (same relative path as under ``solutions/``)."""
+    from papermill.parameterize import parameterize_notebook
+
+    root = Path(root)
+    solution = Path(solution)
+    nb = read(solution)
+    expected = read_expected(expected_path(root, solution))
+    if expected["code_sha256"] != code_digest(nb):
+        raise ValueError(
+            f"{expected_path(root, solution)} is stale: the solution's code changed since its "
+            "outputs were recorded (run `make expected`)"
+        )
+    nb = copy.deepcopy(nb)
+    nb.metadata.setdefault("papermill", {})  # papermill's own metadata, which it records into
+    for cell in nb.cells:  # and a tag list on every cell, as papermill's reader ensures
+        cell.metadata.setdefault("tags", [])
+    parameterized = parameterize_notebook(nb, expected["parameters"], language="python")
+    for cell in parameterized.cells:
+        if cell.metadata.get("tags") == []:
             del cell.metadata["tags"]
-    return sidecar
+    ours = [c for c in code_cells(parameterized) if INJECTED_TAG not in tags(c)]
+    for entry in expected["cells"]:
+        cell = ours[entry["cell"]]
+        cell.outputs = nbformat.from_dict(entry["outputs"])
+        cell.execution_count = entry["cell"] + 1  # nbval skips cells it considers unrun
+    for key in _NOISY_NOTEBOOK_METADATA:
+        parameterized.metadata.pop(key, None)
+    target = Path(dest) / solution.relative_to(root / SOLUTIONS_DIR)
+    write(parameterized, target)
+    return target
 
 
 def write_expected(
@@ -572,11 +655,11 @@ def write_expected(
 ) -> list[Path]:
     """Run solutions the way the nbval test does and write their sidecars in tests/expected/.
 
-    Why sidecars: notebooks are committed without outputs, but nbval needs the expected output in
-    the notebook it runs. A sidecar is the papermill-parameterized solution (CI parameters
-    injected as literals) with outputs kept only in cells marked ``# NBVAL_CHECK_OUTPUT``; the test
-    runs ``pytest --nbval-lax`` on it, so a fresh run is compared with committed results.
-    ``find_problems`` reports a sidecar whose code no longer matches its solution.
+    Notebooks are committed without outputs, so the outputs nbval compares are kept as JSON
+    (``tests/expected/<path>.outputs.json``: the cells marked ``# NBVAL_CHECK_OUTPUT``, their
+    outputs, the CI parameters and a fingerprint of the solution's code). The test turns one back
+    into a notebook (:func:`materialize_expected`) and runs ``pytest --nbval-lax`` on it.
+    ``find_problems`` reports expected outputs whose code no longer matches the solution.
 
     By default every solution that marks an output is run, in course order, in one fresh lake.
     """
@@ -602,7 +685,13 @@ def write_expected(
                         + f"\n--- kernel log (tail) ---\n{_tail(log_file)}"
                     ) from exc
                 target = expected_path(root, solution)
-                if write(expected_from_run(read(solution), executed), target):
+                data = expected_from_run(
+                    read(solution),
+                    executed,
+                    solution=solution.relative_to(root).as_posix(),
+                    parameters=params,
+                )
+                if write_expected_file(data, target):
                     written.append(target)
                 log(f"  wrote {target.relative_to(root)}")
     return written

@@ -209,28 +209,59 @@ def with_ingestion_metadata(source_system: str, batch_id: str) -> Callable[[Data
 
 # --------------------------------------------------------------------------- write
 
+# Sources whose Bronze table records a change data feed from creation: later layers read their
+# changes incrementally (``readChangeFeed``), and the feed only covers commits made after the
+# property is set, so it is set when the table is created.
+CHANGE_DATA_FEED_SOURCES = frozenset({"support.tickets_cdc"})
+
+# Sources that arrive as a stream of files and land through incremental file ingestion
+# (lakehouse.autoloader) instead of one batch write per delivery.
+STREAMING_SOURCES = frozenset({"payments.transactions"})
+
+
+def table_properties(dataset: str | BronzeSource) -> dict[str, str]:
+    """The properties a Bronze table is created with: append-only, its layer and source, and
+    the change data feed for the sources in :data:`CHANGE_DATA_FEED_SOURCES`."""
+    src = source(dataset)
+    properties = {
+        "delta.appendOnly": "true",
+        "quality": "bronze",
+        "source_system": src.source_system,
+    }
+    if src.dataset in CHANGE_DATA_FEED_SOURCES:
+        properties["delta.enableChangeDataFeed"] = "true"
+    return properties
+
 
 def create_bronze_table(
-    spark: SparkSession, dataset: str | BronzeSource, *, properties: dict[str, str] | None = None
+    spark: SparkSession,
+    dataset: str | BronzeSource,
+    *,
+    properties: dict[str, str] | None = None,
+    schema: StructType | None = None,
 ):
     """Create the source's Bronze table if it does not exist: the raw schema plus lineage,
     partitioned by ingestion date, a comment, and ``delta.appendOnly`` (Bronze never changes
-    a row it landed)."""
+    a row it landed). ``schema`` replaces the raw columns (a stream whose schema evolves
+    starts from the columns first delivered).
+
+    Example::
+
+        create_bronze_table(spark, "crm.customers").detail().select("properties").first()
+    """
     from lakehouse.tables import DeltaTable
 
     src = source(dataset)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {src.table.split('.')[0]}")
+    columns = StructType([*(schema or src.raw_schema).fields, *METADATA_SCHEMA.fields])
     builder = (
         DeltaTable.createIfNotExists(spark)
         .tableName(src.table)
-        .addColumns(src.table_schema)
+        .addColumns(columns)
         .partitionedBy(INGESTION_DATE)
         .comment(src.comment)
-        .property("delta.appendOnly", "true")
-        .property("quality", "bronze")
-        .property("source_system", src.source_system)
     )
-    for key, value in (properties or {}).items():
+    for key, value in {**table_properties(src), **(properties or {})}.items():
         builder = builder.property(key, value)
     return builder.execute()
 
@@ -239,14 +270,56 @@ def create_bronze_table(
 class IngestReport:
     table: str
     batch_id: str
-    rows: int  # rows in the batch's files
+    rows: int  # the batch's rows in the Bronze table after the call
     committed: bool  # False when the batch was already in the table (an idempotent re-run)
 
 
-def _latest_version(spark: SparkSession, table: str) -> int:
-    from lakehouse.tables import DeltaTable
+def write_batch(spark: SparkSession, src: BronzeSource, batch: SourceBatch) -> None:
+    """Append one batch with the idempotent-write options: Delta records (``txnAppId``,
+    ``txnVersion``) in the commit and skips any later write of a version it has committed."""
+    batch_df = read_raw(spark, src, batch.paths).transform(
+        with_ingestion_metadata(src.source_system, batch.batch_id)
+    )
+    (
+        batch_df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", src.table)
+        .option("txnVersion", batch.version)
+        .saveAsTable(src.table)
+    )
 
-    return DeltaTable.forName(spark, table).history(1).select("version").first()[0]
+
+def batch_counts(spark: SparkSession, dataset: str | BronzeSource) -> dict[str, int]:
+    """Rows per ``_batch_id`` in the source's Bronze table (empty if there is no table):
+    one aggregation that says both which batches landed and how many rows each holds."""
+    src = source(dataset)
+    if not spark.catalog.tableExists(src.table):
+        return {}
+    rows = spark.table(src.table).groupBy(BATCH_ID).count().collect()
+    return {row[0]: row[1] for row in rows}
+
+
+def _ingest(
+    spark: SparkSession, src: BronzeSource, batches: list[SourceBatch]
+) -> list[IngestReport]:
+    if src.dataset in STREAMING_SOURCES:
+        raise ValueError(
+            f"{src.dataset!r} arrives as a stream of files: land it with "
+            "lakehouse.autoloader.ingest_stream (or bronze.ensure_bronze), not a batch write"
+        )
+    before = batch_counts(spark, src)
+    if not before:
+        create_bronze_table(spark, src)
+    # A batch already in the table is skipped without reading its files; the write itself is
+    # still idempotent (txnVersion), so a concurrent or interrupted run cannot duplicate one.
+    for batch in batches:
+        if batch.batch_id not in before:
+            write_batch(spark, src, batch)
+    after = batch_counts(spark, src) if any(b.batch_id not in before for b in batches) else before
+    return [
+        IngestReport(src.table, b.batch_id, after.get(b.batch_id, 0), b.batch_id not in before)
+        for b in batches
+    ]
 
 
 def ingest_batch(
@@ -257,52 +330,50 @@ def ingest_batch(
     The write carries ``txnAppId`` (the table) and ``txnVersion`` (the batch number): Delta skips
     a write whose version it has already committed for that app id, so re-running a notebook or a
     job never duplicates a batch."""
-    src = source(dataset)
-    create_bronze_table(spark, src)
-    batch_df = read_raw(spark, src, batch.paths).transform(
-        with_ingestion_metadata(src.source_system, batch.batch_id)
-    )
-    before = _latest_version(spark, src.table)
-    (
-        batch_df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", src.table)
-        .option("txnVersion", batch.version)
-        .saveAsTable(src.table)
-    )
-    committed = _latest_version(spark, src.table) != before
-    rows = batch_df.count()
-    return IngestReport(src.table, batch.batch_id, rows, committed)
+    return _ingest(spark, source(dataset), [batch])[0]
 
 
 def ingest_source(
     spark: SparkSession, dataset: str | BronzeSource, raw_root: str | Path
 ) -> list[IngestReport]:
     """Ingest every batch the source has delivered, in order; batches already landed are
-    skipped by Delta itself (see :func:`ingest_batch`)."""
-    return [ingest_batch(spark, dataset, b) for b in source_batches(dataset, raw_root)]
+    skipped (and Delta itself would skip them, see :func:`ingest_batch`).
+
+    Example::
+
+        [r.committed for r in ingest_source(spark, "ecommerce.orders", raw_root)]  # [True, True]
+        [r.committed for r in ingest_source(spark, "ecommerce.orders", raw_root)]  # [False, False]
+    """
+    src = source(dataset)
+    return _ingest(spark, src, source_batches(src, raw_root))
 
 
 def landed_batches(spark: SparkSession, dataset: str | BronzeSource) -> set[str]:
     """The ``_batch_id`` values already in the source's Bronze table (empty if no table)."""
-    src = source(dataset)
-    if not spark.catalog.tableExists(src.table):
-        return set()
-    return {row[0] for row in spark.table(src.table).select(BATCH_ID).distinct().collect()}
+    return set(batch_counts(spark, dataset))
 
 
 def ensure_bronze(
     spark: SparkSession, datasets: Iterable[str] | None, raw_root: str | Path
 ) -> dict[str, int]:
     """What a later lesson's setup calls: land the batches of these sources (default: all) that
-    are not in Bronze yet, and return each Bronze table's row count."""
+    are not in Bronze yet, and return each Bronze table's row count.
+
+    Payments land through the same incremental file ingestion as lesson 01_bronze/03
+    (:func:`lakehouse.autoloader.ingest_stream`), the other sources with one batch write each.
+    """
+    from lakehouse import autoloader
+
     names = list(datasets) if datasets is not None else list(SOURCES)
     counts = {}
     for name in names:
         src = source(name)
-        landed = landed_batches(spark, src)
-        for batch in source_batches(src, raw_root):
-            if batch.batch_id not in landed:
-                ingest_batch(spark, src, batch)
-        counts[src.table] = spark.table(src.table).count()
+        landed = batch_counts(spark, src)
+        missing = [b for b in source_batches(src, raw_root) if b.batch_id not in landed]
+        if missing and src.dataset in STREAMING_SOURCES:
+            autoloader.ingest_stream(spark, src, raw_root=raw_root)
+            landed = batch_counts(spark, src)
+        elif missing:
+            landed = {r.batch_id: r.rows for r in _ingest(spark, src, missing)} | landed
+        counts[src.table] = sum(landed.values())
     return counts

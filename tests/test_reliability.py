@@ -425,12 +425,6 @@ def test_an_unsupported_call_names_the_alternative(spark, tmp_path):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Databricks SQL statements reach Spark's parser or analyzer unchanged and "
-    "fail with Spark's own message (a syntax error, 'table `HISTORY` cannot be found'), "
-    "which names no portable alternative",
-)
 @pytest.mark.parametrize(
     ("statement", "alternative"),
     [

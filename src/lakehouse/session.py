@@ -149,6 +149,7 @@ def _quiet_python_loggers() -> None:
     # PySpark logs every analysis error as JSON on stderr before raising it; the exception
     # already says everything, and a notebook showing an expected error should stay clean.
     logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     logging.getLogger("py4j").setLevel(logging.ERROR)
 
 
@@ -235,12 +236,13 @@ def _launch(builder, s: Settings):
 
 
 def _embedded(s: Settings, app_name: str):
-    from lakehouse.embedded import catalog, writer_shim
+    from lakehouse.embedded import catalog, sql_guard, writer_shim
 
     spark = _remote_session(s) if s.remote else _launch(_local_builder(s, app_name), s)
     if not s.remote:
         spark.sparkContext.setLogLevel("ERROR")
     writer_shim.install()
+    sql_guard.install()
     s.catalog_path.mkdir(parents=True, exist_ok=True)
     catalog.install(spark, s.catalog_path, s.catalog)
     return spark

@@ -142,6 +142,31 @@ def _embedded_table(spark, table: str):
     return EmbeddedDeltaTable.forName(spark, table)
 
 
+def set_table_properties(spark, table: str, properties: dict[str, str]) -> None:
+    """``ALTER TABLE table SET TBLPROPERTIES (...)`` on every engine.
+
+    ``table`` is a table name or a path. Example (turn on the change data feed)::
+
+        set_table_properties(spark, "bronze.support_tickets_cdc",
+                             {"delta.enableChangeDataFeed": "true"})
+    """
+    if not isinstance(properties, dict) or not properties:
+        raise ValueError(
+            "properties must be a non-empty dict, e.g. {'delta.enableChangeDataFeed': 'true'}"
+        )
+    if _embedded(spark):
+        _embedded_table(spark, table).set_properties(properties)
+        return
+    pairs = ", ".join(
+        "'{}' = '{}'".format(
+            str(k).replace("'", "\\'"),
+            (str(v).lower() if isinstance(v, bool) else str(v)).replace("'", "\\'"),
+        )
+        for k, v in properties.items()
+    )
+    spark.sql(f"ALTER TABLE {_sql_identifier(table)} SET TBLPROPERTIES ({pairs})")
+
+
 def add_check_constraint(spark, table: str, name: str, expression: str) -> None:
     """``ALTER TABLE table ADD CONSTRAINT name CHECK (expression)`` on every engine.
 
@@ -175,4 +200,4 @@ def drop_check_constraint(spark, table: str, name: str, *, if_exists: bool = Fal
     spark.sql(f"ALTER TABLE {_sql_identifier(table)} DROP CONSTRAINT {guard}{name}")
 
 
-__all__ = ["DeltaTable", "add_check_constraint", "drop_check_constraint"]
+__all__ = ["DeltaTable", "add_check_constraint", "drop_check_constraint", "set_table_properties"]

@@ -670,6 +670,23 @@ class EmbeddedDeltaTable:
             ".load(path).write.format('delta').save(target).",
         )
 
+    # -- properties (ALTER TABLE ... SET TBLPROPERTIES on the other engines) ------------------
+    def set_properties(self, properties: dict[str, str]) -> None:
+        """Set table properties in one commit, e.g. ``{"delta.enableChangeDataFeed": "true"}``."""
+        if not isinstance(properties, dict) or not properties:
+            raise ValueError(
+                "properties must be a non-empty dict of property names to values, e.g. "
+                "{'delta.enableChangeDataFeed': 'true'}"
+            )
+        values = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                  for k, v in properties.items()}
+        try:
+            delta_log.open_table(self._location).alter.set_table_properties(
+                values, raise_if_not_exists=False
+            )
+        except Exception as exc:
+            raise DeltaError(f"Could not set table properties {values}: {exc}") from None
+
     # -- constraints (ALTER TABLE ... ADD/DROP CONSTRAINT on the other engines) ---------------
     def add_check_constraint(self, name: str, expression: str) -> None:
         """Add CHECK constraint ``name``; existing rows must satisfy ``expression``.

@@ -3,6 +3,7 @@
 #
 #   make course [SCALE=tiny|small|medium|large] [ENGINE=embedded|delta-spark|databricks|auto]
 #   make test   [PYTEST_ARGS='-m "not notebooks"']
+#   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
 #   make lab | exercises | strip | expected | lint | bench | reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
 
@@ -20,12 +21,13 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test lab exercises strip expected check-notebooks lint bench \
+.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench \
 	connect-start connect-stop reset clean
 
 help:
 	@echo "make course     run every solution notebook (SCALE=$(SCALE)); summary in reports/run-<scale>/"
 	@echo "make test       the whole test suite (library, engines, notebooks)"
+	@echo "make reconcile  prove rows in = kept + quarantined for every source (SCALE=$(SCALE))"
 	@echo "make lab        open the course in Jupyter Lab"
 	@echo "make exercises  regenerate the exercise notebooks from solutions/"
 	@echo "make strip      strip outputs from the course notebooks"
@@ -53,6 +55,9 @@ test: bootstrap
 		echo "make test: pytest ran no test (exit 5); nothing failed"; status=0; \
 	fi; \
 	exit $$status
+
+reconcile: bootstrap
+	@$(PY) scripts/reconcile.py --scale $(SCALE)
 
 lab: bootstrap
 	@$(VENV)/bin/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)

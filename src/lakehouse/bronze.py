@@ -14,13 +14,26 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 from lakehouse.datagen import DATASETS
 from lakehouse.datagen.schema import DatasetSpec
@@ -89,10 +102,26 @@ class BronzeSource:
         )
 
 
-def _spark_type(type_name: str):
-    from pyspark.sql.types import _parse_datatype_string
+_SIMPLE_TYPES = {
+    "string": StringType(),
+    "int": IntegerType(),
+    "bigint": LongType(),
+    "double": DoubleType(),
+    "boolean": BooleanType(),
+    "date": DateType(),
+    "timestamp": TimestampType(),
+}
+_DECIMAL = re.compile(r"decimal\((\d+),(\d+)\)")
 
-    return _parse_datatype_string(type_name)
+
+def _spark_type(type_name: str) -> DataType:
+    """The Spark type of a spec's type name, without a session (schemas are module constants)."""
+    if type_name in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[type_name]
+    match = _DECIMAL.fullmatch(type_name)
+    if match:
+        return DecimalType(int(match.group(1)), int(match.group(2)))
+    raise ValueError(f"unknown column type {type_name!r}: use a type of lakehouse.datagen.schema")
 
 
 def _table_name(dataset: str) -> str:
@@ -377,3 +406,103 @@ def ensure_bronze(
             landed = {r.batch_id: r.rows for r in _ingest(spark, src, missing)} | landed
         counts[src.table] = sum(landed.values())
     return counts
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def unparseable_records(dataset: str | BronzeSource, paths: Iterable[str]) -> int:
+    """Records in these files that cannot be read as a row, counted without Spark: JSON lines
+    that Python's ``json`` rejects (or that are not objects), CSV rows whose number of fields
+    differs from the header's. An independent recount of what ``_corrupt_record`` must hold."""
+    import csv
+    import json
+
+    src = source(dataset)
+    if not src.keeps_corrupt_records:
+        return 0
+    bad = 0
+    for path in paths:
+        files = sorted(Path(path).rglob("*.*")) if Path(path).is_dir() else [Path(path)]
+        for file in files:
+            with open(file, newline="", encoding="utf-8") as handle:
+                if src.file_format == "csv":
+                    rows = csv.reader(handle)
+                    width = len(next(rows))
+                    bad += sum(len(row) != width for row in rows)
+                    continue
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    try:
+                        bad += not isinstance(json.loads(line), dict)
+                    except ValueError:
+                        bad += 1
+    return bad
+
+
+def expected_batch_rows(manifest, dataset: str | BronzeSource, raw_root: str | Path) -> dict:
+    """Rows per batch according to the generator's manifest (its per-file row counts)."""
+    src = source(dataset)
+    per_file = {f.path: f.rows for f in manifest.datasets[src.dataset].files}
+    expected = {}
+    for batch in source_batches(src, raw_root):
+        total = 0
+        for unit in map(Path, batch.paths):
+            files = [unit] if unit.is_file() else [p for p in unit.rglob("*") if p.is_file()]
+            total += sum(per_file.get(str(p.relative_to(raw_root)), 0) for p in files)
+        expected[batch.batch_id] = total
+    return expected
+
+
+def check_bronze_table(spark: SparkSession, dataset: str | BronzeSource, manifest, raw_root):
+    """Assert the source's Bronze table holds every delivered row exactly once, unparseable
+    rows kept in ``_corrupt_record``, and exactly the raw columns plus lineage.
+
+    Raises AssertionError saying what is wrong and how to fix it; returns the rows per batch."""
+    src = source(dataset)
+    assert spark.catalog.tableExists(src.table), (
+        f"{src.table} does not exist: ingest {src.dataset!r} first"
+    )
+    table_df = spark.table(src.table)
+    missing = [c for c in src.table_schema.fieldNames() if c not in table_df.columns]
+    extra = [
+        c
+        for c in table_df.columns
+        if c not in src.table_schema.fieldNames() and c not in src.spec.column_names
+    ]
+    assert not missing and not extra, (
+        f"{src.table} should have the raw columns plus lineage exactly; missing {missing}, "
+        f"unexpected {extra}. Read with bronze.SOURCES[{src.dataset!r}].raw_schema and add "
+        "the lineage columns with with_ingestion_metadata."
+    )
+    rows = (
+        table_df.groupBy(BATCH_ID).agg(
+            F.count("*").alias("rows"), F.count(CORRUPT_RECORD).alias("corrupt")
+        )
+        if src.keeps_corrupt_records
+        else table_df.groupBy(BATCH_ID).agg(F.count("*").alias("rows"), F.lit(0).alias("corrupt"))
+    )
+    landed = {r[BATCH_ID]: (r["rows"], r["corrupt"]) for r in rows.collect()}
+    expected = expected_batch_rows(manifest, src, raw_root)
+    for batch in source_batches(src, raw_root):
+        got_rows, got_corrupt = landed.get(batch.batch_id, (0, 0))
+        want = expected[batch.batch_id]
+        assert got_rows == want, (
+            f"{src.table} holds {got_rows} rows of batch {batch.batch_id!r}; its files hold "
+            f"{want}. "
+            + (
+                "A batch landed twice: write with txnAppId/txnVersion so a re-run commits nothing."
+                if got_rows > want
+                else "Rows are missing: read in PERMISSIVE mode (never DROPMALFORMED) and land "
+                "every batch."
+            )
+        )
+        want_corrupt = unparseable_records(src, batch.paths)
+        assert got_corrupt == want_corrupt, (
+            f"{src.table} keeps {got_corrupt} unparseable rows of batch {batch.batch_id!r} in "
+            f"{CORRUPT_RECORD}; the files have {want_corrupt}. Read with the explicit raw schema "
+            f"(it includes {CORRUPT_RECORD}) and option('columnNameOfCorruptRecord', "
+            f"'{CORRUPT_RECORD}')."
+        )
+    return {batch_id: counts[0] for batch_id, counts in landed.items()}

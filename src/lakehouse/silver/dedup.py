@@ -166,6 +166,50 @@ def create_table_like(
     builder.execute()
 
 
+@dataclass(frozen=True)
+class MergeChanges:
+    """What a table's MERGE commits after some version did, from ``history()``."""
+
+    commits: int
+    updated: int
+    inserted: int
+    deleted: int
+
+
+def table_version(spark: SparkSession, table: str) -> int:
+    """The table's latest version (``DESCRIBE HISTORY table LIMIT 1``)."""
+    from lakehouse.tables import DeltaTable
+
+    return DeltaTable.forName(spark, table).history(1).select("version").first()[0]
+
+
+def merge_changes_since(spark: SparkSession, table: str, version: int) -> MergeChanges:
+    """Sum the ``operationMetrics`` of the MERGE commits after ``version``.
+
+    A merge that changes nothing may commit a version with zero counts (Databricks) or no
+    version at all (an engine that skips empty commits): both give zeros here.
+    """
+    from lakehouse.tables import DeltaTable
+
+    merges = (
+        DeltaTable.forName(spark, table)
+        .history()
+        .where((F.col("version") > version) & (F.col("operation") == "MERGE"))
+        .select("operationMetrics")
+        .collect()
+    )
+
+    def total(metric: str) -> int:
+        return sum(int((m.operationMetrics or {}).get(metric, 0)) for m in merges)
+
+    return MergeChanges(
+        len(merges),
+        total("numTargetRowsUpdated"),
+        total("numTargetRowsInserted"),
+        total("numTargetRowsDeleted"),
+    )
+
+
 # --------------------------------------------------------------------------- canonical tables
 
 
@@ -226,8 +270,9 @@ def silver_rows(dataset: str) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def valid_rows(spark: SparkSession, dataset: str) -> DataFrame:
-    """The rows of a dataset that passed validation, with their Silver columns."""
+def silver_source(spark: SparkSession, dataset: str) -> DataFrame:
+    """What a dataset's Silver table is built from: the rows that passed validation, with
+    their Silver columns. A new DataFrame (a fresh read of Bronze) on each call."""
     from lakehouse.silver.validation import validated
 
     return validated(spark, dataset).where("_is_valid").transform(silver_rows(dataset))
@@ -239,7 +284,7 @@ def build_silver_table(spark: SparkSession, dataset: str) -> str:
     spec = silver_table(dataset)
     upsert_latest(
         spark,
-        valid_rows(spark, dataset),
+        silver_source(spark, dataset),
         spec.table,
         keys=spec.keys,
         sequence_by=spec.sequence_by,

@@ -70,6 +70,12 @@ def stream_checkpoint(spark: SparkSession, dataset: str | BronzeSource) -> str:
     return checkpoint_location(spark, bronze.source(dataset).table.replace(".", "/"))
 
 
+def _cloudfiles_checkpoint(checkpoint: str) -> str:
+    # A checkpoint belongs to one kind of source: Auto Loader cannot resume the plain file
+    # stream's checkpoint (or the reverse), so each keeps its own.
+    return checkpoint.rstrip("/") + "_cloudfiles"
+
+
 def default_landing(spark: SparkSession, dataset: str | BronzeSource) -> str:
     """Where :func:`ingest_stream` lands a source's files: its source system's landing folder."""
     return landing_location(spark, bronze.source(dataset).source_system)
@@ -105,7 +111,9 @@ def reset_stream(spark: SparkSession, dataset: str | BronzeSource, landing: str)
     from lakehouse.course import drop_table
 
     drop_table(spark, bronze.source(dataset).table)
-    shutil.rmtree(stream_checkpoint(spark, dataset), ignore_errors=True)
+    checkpoint = stream_checkpoint(spark, dataset)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.rmtree(_cloudfiles_checkpoint(checkpoint), ignore_errors=True)
     shutil.rmtree(landing, ignore_errors=True)
 
 
@@ -332,7 +340,7 @@ def ingest_stream(
     # partitioning, and so columns a later file adds are appended after the lineage columns.
     bronze.create_bronze_table(spark, src, schema=initial_schema(src))
     if engine_of(spark) == "databricks":
-        _run_autoloader(spark, src, landing, checkpoint)
+        _run_autoloader(spark, src, landing, _cloudfiles_checkpoint(checkpoint))
     else:
         schema = known_schema(spark, src)
         schema = evolve(schema, new_columns(spark, pending_files(spark, src, landing), schema))

@@ -210,6 +210,26 @@ def apply_scd2(
     )
 
 
+CUSTOMERS_HISTORY = "silver.customers_history"
+
+
+def build_customers_history(spark: SparkSession) -> str:
+    """Apply every valid CRM row to ``silver.customers_history`` (the CRM Bronze table must
+    exist): what a later lesson calls for the customer dimension's history. One merge handles
+    any number of versions per customer; idempotent. Returns the table name."""
+    from lakehouse.silver.dedup import silver_source
+
+    apply_scd2(
+        spark,
+        silver_source(spark, "crm.customers"),
+        CUSTOMERS_HISTORY,
+        key="customer_id",
+        sequence_by="updated_at",
+        tracked=CUSTOMER_TRACKED_ATTRIBUTES,
+    )
+    return CUSTOMERS_HISTORY
+
+
 def history_from_versions(
     versions_df: DataFrame, *, key: str, sequence_by: str, tracked: Sequence[str]
 ) -> DataFrame:

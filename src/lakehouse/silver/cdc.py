@@ -10,8 +10,8 @@ Example::
     from lakehouse.silver import cdc
 
     for batch_id in ["cdc_001", "cdc_002"]:
-        cdc.apply_changes(spark, valid_changes_df.where(F.col("_batch_id") == batch_id))
-    cdc.check_matches_replay(spark.table("silver.support_tickets"), valid_changes_df)
+        cdc.apply_changes(spark, cdc.read_valid_changes(spark, batch_id))
+    cdc.check_matches_replay(spark.table("silver.support_tickets"), cdc.read_valid_changes(spark))
 """
 
 from __future__ import annotations
@@ -306,11 +306,21 @@ def apply_feed(
     return applied
 
 
-def build_support_tickets(spark: SparkSession, table: str = SUPPORT_TICKETS) -> DataFrame:
-    """The canonical table, from Bronze: validate the feed, keep its valid rows, apply every
-    batch. Idempotent: a second call changes no row. Needs ``bronze.support_tickets_cdc``."""
+def read_valid_changes(spark: SparkSession, batch_id: str | None = None) -> DataFrame:
+    """The feed's valid change rows (``validation.validated``), every batch or one batch: a
+    fresh read of Bronze each call, as each pipeline run reads its own batch.
+
+    >>> apply_changes(spark, read_valid_changes(spark, "cdc_002"))  # doctest: +SKIP
+    """
     from lakehouse.silver import validation
 
-    valid = validation.validated(spark, CDC_DATASET).where("_is_valid")
-    apply_feed(spark, valid, table)
+    changes = validation.validated(spark, CDC_DATASET).where(F.col("_is_valid"))
+    return changes if batch_id is None else changes.where(F.col("_batch_id") == batch_id)
+
+
+def build_support_tickets(spark: SparkSession, table: str = SUPPORT_TICKETS) -> DataFrame:
+    """The canonical table, from Bronze: apply every batch of valid changes in delivery
+    order. Idempotent: a second call changes no row. Needs ``bronze.support_tickets_cdc``."""
+    for batch_id in batch_ids(read_valid_changes(spark)):
+        apply_changes(spark, read_valid_changes(spark, batch_id), table)
     return spark.table(table)

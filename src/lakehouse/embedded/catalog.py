@@ -115,6 +115,16 @@ class LakeCatalog:
         self._registered[ref.name] = (ref.location, source, fingerprint)
         return ref
 
+    def refresh(self, name: str) -> None:
+        """Before a read by name: re-register ``name`` if its Delta schema changed since it was
+        registered (a stream with mergeSchema, another session's write). Names that are not
+        ``schema.table`` tables of this lake (temp views, other catalogs) are left to Spark."""
+        try:
+            if self.exists(name):
+                self.register(name)
+        except DeltaError:
+            return
+
     def forget(self, name: str) -> None:
         """Drop what this session knows of ``name`` (after the table was dropped)."""
         self._registered.pop(self.resolve(name).name, None)

@@ -229,19 +229,21 @@ def _accepts_utc_flag() -> bool:
 
 
 class SnapshotReader(DataSourceReader):
-    """Reads the data files of one snapshot, skipping files that pushed-down filters rule out."""
+    """Reads the data files of one snapshot.
+
+    It does not implement ``pushFilters``: Spark 4.1 keeps the reader planned during filter
+    pushdown on the data source instance that every query of a DataFrame shares, so after
+    ``df.where(f).count()`` a later ``df.count()`` would read only the files ``f`` kept (silently
+    wrong). Upstream Spark scopes that state to the scan; until the pinned Spark does, every read
+    scans the whole snapshot and Spark filters the rows. :func:`prune_files` is the pruning a
+    ``pushFilters`` would apply then.
+    """
 
     def __init__(self, snap: delta_log.Snapshot, schema: StructType):
         self.root = snap.root
         self.files = snap.files
         self.partition_columns = snap.partition_columns
         self.arrow_schema = _spark_to_arrow(schema)
-
-    def pushFilters(self, filters):  # noqa: N802 (Spark's name)
-        # Filters only prune files here; Spark still applies every one of them to the rows.
-        for flt in filters:
-            self.files = [f for f in self.files if _may_match(f, flt, self.partition_columns)]
-        return filters
 
     def partitions(self):
         return _split(self.files)
@@ -253,6 +255,15 @@ class SnapshotReader(DataSourceReader):
 
 
 _PRUNABLE = (EqualTo, In, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual)
+
+
+def prune_files(
+    files: list[delta_log.DataFile], filters, partition_columns: list[str]
+) -> list[delta_log.DataFile]:
+    """The files that may hold rows passing every filter (partition values, min/max stats)."""
+    for flt in filters:
+        files = [f for f in files if _may_match(f, flt, partition_columns)]
+    return files
 
 
 def _may_match(f: delta_log.DataFile, flt, partition_columns: list[str]) -> bool:

@@ -678,8 +678,9 @@ class EmbeddedDeltaTable:
                 "properties must be a non-empty dict of property names to values, e.g. "
                 "{'delta.enableChangeDataFeed': 'true'}"
             )
-        values = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                  for k, v in properties.items()}
+        values = {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in properties.items()
+        }
         try:
             delta_log.open_table(self._location).alter.set_table_properties(
                 values, raise_if_not_exists=False
@@ -1798,6 +1799,8 @@ class _Merge:
         }
         chosen = None
         for i, clause in enumerate(self.clauses):
+            if target is None and clause.kind != "not_matched":
+                continue  # only unmatched source rows are here; target columns do not exist
             when = guards[clause.kind]
             if clause.condition is not None:
                 when = when & condition_column(clause.condition)
@@ -1933,6 +1936,8 @@ class _Merge:
         for i, clause in enumerate(self.clauses):
             if clause.action == "delete":
                 continue
+            if target is None and clause.kind != "not_matched":
+                continue  # no target row matched: only insert clauses can apply
             verb = "UPDATE" if clause.kind != "not_matched" else "INSERT"
             assigned = {}
             if clause.action in ("update_all", "insert_all"):

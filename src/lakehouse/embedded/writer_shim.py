@@ -62,11 +62,40 @@ def install() -> None:
         classes.append((ConnectReader, ConnectWriter, ConnectSReader, ConnectSWriter))
     except ImportError:  # Spark Connect's client dependencies are not installed
         pass
+    _patch_session_table()
     for reader, writer, stream_reader, stream_writer in classes:
         _patch_reader(reader, streaming=False)
         _patch_reader(stream_reader, streaming=True)
         _patch_writer(writer)
         _patch_stream_writer(stream_writer)
+
+
+def _patch_session_table() -> None:
+    """``spark.table(name)`` re-registers a table whose Delta schema changed since the session
+    registered it (e.g. a stream added a column with mergeSchema)."""
+    from pyspark.sql.session import SparkSession
+
+    classes = [SparkSession]
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        classes.append(ConnectSession)
+    except ImportError:  # Spark Connect's client dependencies are not installed
+        pass
+    for cls in classes:
+        if cls.__dict__.get(_PATCHED):
+            continue
+        original = cls.table
+
+        @functools.wraps(original)
+        def table(self, tableName, __original=original):  # noqa: N803 (Spark's name)
+            catalog = catalog_for(self)
+            if catalog is not None and isinstance(tableName, str):
+                catalog.refresh(tableName)
+            return __original(self, tableName)
+
+        cls.table = table
+        setattr(cls, _PATCHED, True)
 
 
 def _record_settings(cls, original: dict[str, Any]) -> None:
@@ -110,6 +139,7 @@ def _patch_reader(cls, *, streaming: bool) -> None:
             return original["table"](self, tableName)
         keys = {k.lower() for k in _state(self)["options"]}
         if not streaming and not keys & _NAMED_READ_OPTIONS:
+            catalog.refresh(tableName)
             return original["table"](self, tableName)
         # A stream over a named table, or time travel / the change feed of one: read its
         # folder, as Spark does for a Delta table it can resolve itself.

@@ -388,7 +388,23 @@ def test_reconcile_fails_when_a_rule_is_too_strict(spark, landed):
     check = validation.reconcile(
         spark, "crm.customers", manifest, quarantine_table="silver.quarantine_strict", valid=kept
     )
-    with pytest.raises(
-        AssertionError, match=r"1 quarantined keys have no defect, e.g. \[.C000001"
-    ):
+    with pytest.raises(AssertionError, match=r"1 quarantined keys have no defect, e.g. \[.C000001"):
         check.assert_ok()
+
+
+def test_defect_class_of_each_reason(spark):
+    reasons = {
+        "record: the JSON line did not parse (kept in raw_record)": "malformed_rows",
+        "unit_price: 'N/A' is not a decimal(10,2)": "malformed_rows",
+        "product_id: required but missing": "null_required",
+        "amount: negative amount -4.99": "negative_amounts",
+        "email: 'a@b' not local@domain.tld": "invalid_emails",
+        "order_ts: 2027-01-01 00:00:00 is after the data window end 2026-06-30": "future_dates",
+        "something else": "other",
+    }
+    df = spark.createDataFrame([(r,) for r in reasons], "reason string")
+    result = {
+        r["reason"]: r["c"]
+        for r in df.select("reason", validation.defect_class("reason").alias("c")).collect()
+    }
+    assert result == reasons

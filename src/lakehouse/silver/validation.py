@@ -53,6 +53,12 @@ _WINDOW_END_EXCLUSIVE = datetime.combine(DATA_WINDOW_END + timedelta(days=1), da
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
 
 QUARANTINE_TABLE = "silver.quarantine"
+# Lineage copied from Bronze (NULL when validating a frame that lacks it, e.g. in a test).
+_QUARANTINE_LINEAGE = {
+    bronze.SOURCE_FILE: "string",
+    bronze.BATCH_ID: "string",
+    bronze.INGESTION_TIMESTAMP: "timestamp",
+}
 QUARANTINE_SCHEMA = StructType(
     [
         StructField("source_table", StringType(), False),  # "bronze.crm_customers"
@@ -241,6 +247,30 @@ def _row_reasons(spec: DatasetSpec, rules: Rules, has_corrupt: bool) -> Column:
     return F.when(F.col(bronze.CORRUPT_RECORD).isNotNull(), unparsed).otherwise(reasons)
 
 
+# How each reason begins or ends, by defect class (the messages built in _row_reasons).
+_REASON_CLASSES = (
+    ("malformed_rows", r"(did not parse|' is not a )"),
+    ("null_required", r": required but missing$"),
+    ("negative_amounts", r": negative amount "),
+    ("invalid_emails", r" not local@domain\.tld$"),
+    ("future_dates", r" is after the data window end "),
+)
+
+
+def defect_class(reason: Column | str) -> Column:
+    """The defect class (one of :data:`QUARANTINE_DEFECTS`) a ``_validation_errors`` reason
+    belongs to, as a Column.
+
+    >>> quarantine.select(F.explode("validation_errors").alias("r")).select(defect_class("r"))
+    ...                                                                  # doctest: +SKIP
+    """
+    reason = F.col(reason) if isinstance(reason, str) else reason
+    result = None
+    for name, pattern in _REASON_CLASSES:
+        result = (F.when if result is None else result.when)(reason.rlike(pattern), F.lit(name))
+    return result.otherwise(F.lit("other"))
+
+
 def _check_columns(df: DataFrame, spec: DatasetSpec) -> None:
     missing = [c for c in spec.column_names if c not in df.columns]
     if missing:
@@ -341,8 +371,8 @@ def quarantine_records(dataset: str) -> Callable[[DataFrame], DataFrame]:
         raw = F.coalesce(F.col(bronze.CORRUPT_RECORD), as_json) if has_corrupt else as_json
         reasons = _row_reasons(spec, rules, has_corrupt)
         lineage = {
-            c: F.col(c) if c in df.columns else F.lit(None).cast(t.dataType)
-            for c, t in [(f.name, f) for f in QUARANTINE_SCHEMA.fields[4:7]]
+            name: F.col(name) if name in df.columns else F.lit(None).cast(type_name)
+            for name, type_name in _QUARANTINE_LINEAGE.items()
         }
         return df.select(
             F.lit(bronze.bronze_table(dataset)).alias("source_table"),
@@ -389,8 +419,7 @@ def write_quarantine(
         raise ValueError("write_quarantine needs at least one dataset, e.g. ['crm.customers']")
     sources = [bronze.bronze_table(name) for name in names]
     quarantine_df = quarantine_frame(spark, names)
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    _create_quarantine_table(spark, table)
+    create_quarantine_table(spark, table)
     in_list = ", ".join(f"'{s}'" for s in sources)
     (
         quarantine_df.write.format("delta")
@@ -410,9 +439,12 @@ def write_quarantine(
     return counts
 
 
-def _create_quarantine_table(spark: SparkSession, table: str) -> None:
+def create_quarantine_table(spark: SparkSession, table: str = QUARANTINE_TABLE) -> None:
+    """Create the quarantine table if it does not exist: :data:`QUARANTINE_SCHEMA`, partitioned
+    by ``source_table`` so that each source can be replaced on its own (``replaceWhere``)."""
     from lakehouse.tables import DeltaTable
 
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     (
         DeltaTable.createIfNotExists(spark)
         .tableName(table)

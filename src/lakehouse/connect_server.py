@@ -167,6 +167,16 @@ def spark_home() -> Path:
 # --------------------------------------------------------------------------- ports
 
 
+_STARTED = "Spark Connect server started"
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -280,7 +290,16 @@ class ConnectServer:
                     f"Spark Connect server exited with code {self.process.returncode} while "
                     f"starting; see {self.log_file}:\n{_tail(self.log_file)}"
                 )
-            if port_open(self.port):
+            log_text = _read_log(self.log_file)
+            if "BindException" in log_text:
+                # Another process took the port between free_port() and the bind; that
+                # process, not this server, would answer on the port.
+                self.stop()
+                raise ConnectServerError(
+                    f"Spark Connect server could not bind port {self.port} (another process "
+                    f"took it); start again, or choose another port. Log: {self.log_file}"
+                )
+            if port_open(self.port) and _STARTED in log_text:
                 return self.url
             time.sleep(0.25)
         self.stop()

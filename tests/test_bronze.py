@@ -148,6 +148,27 @@ def test_read_raw_keeps_unparseable_lines_whole(spark, tmp_path):
     assert [r._corrupt_record for r in corrupt] == [CUT_SHORT]
 
 
+def test_read_raw_parses_doubled_quotes_in_csv(spark, tmp_path):
+    # RFC 4180 doubles a quote inside a quoted field; the generator writes product names such
+    # as 15" Laptop Sleeve that way (seen at medium scale). They must parse, not be corrupt.
+    header = "product_id,name,category,subcategory,brand,unit_price,unit_cost,is_active"
+    products = tmp_path / "ecommerce" / "products.csv"
+    write_lines(
+        products,
+        [
+            header,
+            'P1,"Lumen 15"" Laptop Sleeve, Set of 3",electronics,accessories,Lumen,46.99,16.4,true',
+            "P2,Plain Bottle,sports,outdoor,Contoso,9.99,4.00,false",
+        ],
+    )
+    raw_df = bronze.read_raw(spark, "ecommerce.products", [str(products)])
+    rows = {r.product_id: r for r in raw_df.collect()}
+    assert rows["P1"].name == 'Lumen 15" Laptop Sleeve, Set of 3'
+    assert rows["P1"].unit_price == "46.99"
+    assert all(r._corrupt_record is None for r in rows.values())
+    assert bronze.unparseable_records(bronze.SOURCES["ecommerce.products"], [str(products)]) == 0
+
+
 def test_with_ingestion_metadata_adds_lineage(spark, tmp_path):
     customers_root(tmp_path)
     batch_df = bronze.read_raw(spark, CUSTOMERS, [str(tmp_path / "crm/customers/batch=002")])

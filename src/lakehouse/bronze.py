@@ -210,6 +210,9 @@ def read_raw(spark: SparkSession, dataset: str | BronzeSource, paths: Iterable[s
     if src.file_format == "csv":
         return (
             reader.option("header", True)
+            # RFC 4180: a quote inside a quoted field is doubled ("15"" Laptop Sleeve");
+            # Spark's default escape character is a backslash.
+            .option("escape", '"')
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
             .option("enforceSchema", False)

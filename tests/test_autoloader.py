@@ -159,3 +159,14 @@ def test_read_landing_refuses_other_formats(spark, tmp_path):
 def test_schema_hints_pin_known_types():
     hints = autoloader.schema_hints(autoloader.initial_schema(PAYMENTS))
     assert "`lat` double" in hints and "`amount` string" in hints and "`_corrupt_record`" in hints
+
+
+def test_a_dropped_table_is_rebuilt_from_every_landed_file(spark, raw_root, stream):
+    """The checkpoint outlives DROP TABLE; a new table must not inherit its 'already read'."""
+    from lakehouse.course import drop_table
+
+    run(spark, stream, raw_root=raw_root)
+    drop_table(spark, bronze.bronze_table(PAYMENTS))
+    report = run(spark, stream, raw_root=raw_root)
+    assert report.rows == 7 and report.new_columns == ("device_fingerprint",)
+    assert bronze.check_bronze_table(spark, PAYMENTS, MANIFEST, raw_root)["2026-06-16"] == 2

@@ -334,6 +334,11 @@ def ingest_stream(
     checkpoint = checkpoint or stream_checkpoint(spark, src)
     if raw_root is not None:
         land_batches(landing, bronze.source_batches(src, raw_root))
+    if not spark.catalog.tableExists(src.table):
+        # A checkpoint outlives a dropped table: the files it lists went into a table that is
+        # gone, so a new table must start from the first landed file.
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(_cloudfiles_checkpoint(checkpoint), ignore_errors=True)
     before_columns = set(known_schema(spark, src).fieldNames())
     before = _file_counts(spark, src.table)
     # The table exists before the first file so it carries Bronze's comment, properties and

@@ -87,3 +87,17 @@ def test_set_table_properties_writes_the_delta_log(spark):
     assert sorted(r.id for r in changes.collect()) == [3, 4]
     with pytest.raises(ValueError, match="non-empty dict"):
         set_table_properties(spark, "guard.numbers", {})
+
+
+def test_a_session_moved_to_another_lake_stops_resolving_the_old_tables(
+    spark, tmp_path, monkeypatch
+):
+    # Runs last in this module: it moves the shared session to another lake, as the next test
+    # module's fixture does. Names of the old lake must not resolve there any more.
+    assert spark.catalog.tableExists("guard.numbers")
+    monkeypatch.setenv("LAKEHOUSE_LAKE", str(tmp_path / "other-lake"))
+    monkeypatch.setenv("LAKEHOUSE_CATALOG", "sql_guard_other")
+    from lakehouse import get_spark
+
+    moved = get_spark("embedded", scale="tiny")
+    assert not moved.catalog.tableExists("guard.numbers")

@@ -125,6 +125,13 @@ class LakeCatalog:
         except DeltaError:
             return
 
+    def unregister_all(self) -> None:
+        """Remove every table this catalog registered from Spark's catalog (data untouched)."""
+        for name in list(self._registered):
+            schema, table = name.split(".")
+            self.spark.sql(f"DROP TABLE IF EXISTS `{schema}`.`{table}`")
+        self._registered.clear()
+
     def forget(self, name: str) -> None:
         """Drop what this session knows of ``name`` (after the table was dropped)."""
         self._registered.pop(self.resolve(name).name, None)
@@ -163,6 +170,15 @@ def install(spark, root: Path, catalog_name: str) -> LakeCatalog:
     in the lake."""
     global _ACTIVE
     spark.dataSource.register(DeltaDataSource)
+    previous = catalog_for(spark)
+    moved = previous is not None and (previous.root, previous.catalog_name) != (
+        Path(root),
+        catalog_name,
+    )
+    if moved:
+        # One Spark session, another lake: names of the old lake must stop resolving, or
+        # bronze.x would still read the previous lake's table.
+        previous.unregister_all()
     catalog = LakeCatalog(spark, root, catalog_name)
     try:
         spark._lakehouse_catalog = catalog

@@ -121,16 +121,9 @@ def _check(session, statement) -> None:
 
 def install() -> None:
     """Guard ``spark.sql`` of classic and Spark Connect sessions (once per process)."""
-    from pyspark.sql.session import SparkSession
+    from lakehouse.embedded.writer_shim import session_classes
 
-    classes = [SparkSession]
-    try:
-        from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-        classes.append(ConnectSession)
-    except ImportError:  # Spark Connect's client dependencies are not installed
-        pass
-    for cls in classes:
+    for cls in session_classes():
         if cls.__dict__.get(_PATCHED):
             continue
         original = cls.sql

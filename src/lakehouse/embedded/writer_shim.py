@@ -70,9 +70,8 @@ def install() -> None:
         _patch_stream_writer(stream_writer)
 
 
-def _patch_session_table() -> None:
-    """``spark.table(name)`` re-registers a table whose Delta schema changed since the session
-    registered it (e.g. a stream added a column with mergeSchema)."""
+def session_classes() -> list[type]:
+    """The SparkSession classes to patch: classic, and Spark Connect's when it is installed."""
     from pyspark.sql.session import SparkSession
 
     classes = [SparkSession]
@@ -82,7 +81,13 @@ def _patch_session_table() -> None:
         classes.append(ConnectSession)
     except ImportError:  # Spark Connect's client dependencies are not installed
         pass
-    for cls in classes:
+    return classes
+
+
+def _patch_session_table() -> None:
+    """``spark.table(name)`` re-registers a table whose Delta schema changed since the session
+    registered it (e.g. a stream added a column with mergeSchema)."""
+    for cls in session_classes():
         if cls.__dict__.get(_PATCHED):
             continue
         original = cls.table

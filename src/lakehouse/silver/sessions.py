@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
@@ -262,3 +262,27 @@ def reconcile_with_facts(
         "event was quarantined. Sessionize the valid rows, one row per event_id."
     )
     return result
+
+
+def build_web_sessions(spark: SparkSession, table: str = WEB_SESSIONS) -> str:
+    """The canonical ``silver.web_sessions`` from Bronze (``bronze.web_events`` must exist):
+    valid, distinct events, sessionized and summarized, overwriting the table (a session's
+    events can arrive in any batch, so sessions are recomputed, not appended). What a later
+    lesson calls; the sessionization lesson builds the same table step by step."""
+    from lakehouse.silver import validation
+
+    events = (
+        validation.validated(spark, EVENTS_DATASET)
+        .where("_is_valid")
+        .drop("_is_valid", "_validation_errors")
+        .transform(distinct_events)
+    )
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    (
+        events.transform(sessionize())
+        .transform(summarize_sessions)
+        .write.format("delta")
+        .mode("overwrite")
+        .saveAsTable(table)
+    )
+    return table

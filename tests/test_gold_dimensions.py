@@ -3,14 +3,17 @@ lookups facts use (the SCD2 version in force, absent and null keys), with small 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from deltalake import DeltaTable as RsDeltaTable
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from lakehouse.embedded import log as delta_log
 from lakehouse.gold import UNKNOWN_KEY
 from lakehouse.gold import dimensions as dims
 from lakehouse.silver.scd2 import check_scd2
@@ -394,7 +397,10 @@ def test_save_dimension_writes_comments_and_refuses_duplicate_keys(spark, dim_cu
     assertDataFrameEqual(table, dim_customer)
     detail = DeltaTable.forName(spark, dims.DIM_CUSTOMER).detail().first()
     assert detail["description"].startswith("Customer dimension, SCD Type 2")
-    comments = {f.name: f.metadata.get("comment") for f in table.schema.fields}
+    # The column comments are in the table's Delta log (the embedded reader does not surface
+    # schema metadata through spark.table, so read the log's schema directly).
+    log_schema = RsDeltaTable(delta_log.local_path(detail["location"])).schema().to_json()
+    comments = {f["name"]: f["metadata"].get("comment") for f in json.loads(log_schema)["fields"]}
     assert comments["customer_sk"].startswith("Surrogate key of the version")
     assert all(comments.values()), comments
 

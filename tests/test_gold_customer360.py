@@ -41,7 +41,7 @@ DIM_CUSTOMER = [
 
 SALES_DDL = (
     "order_id string, line_number int, customer_sk bigint, date_key int, "
-    "order_status string, total_usd decimal(12,2)"
+    "status string, total_usd decimal(12,2)"
 )
 SALES = [
     ("O1", 1, 11, 20260601, "completed", D("10.00")),  # C1's old version
@@ -232,9 +232,7 @@ def test_joining_facts_before_aggregating_inflates_lifetime_value(c360_df, input
         .groupBy("customer_id")
         .agg(
             F.coalesce(
-                F.sum(
-                    F.when(~F.col("order_status").isin("cancelled", "returned"), F.col("total_usd"))
-                ),
+                F.sum(F.when(~F.col("status").isin("cancelled", "returned"), F.col("total_usd"))),
                 F.lit(0),
             ).alias("lifetime_value_usd")
         )
@@ -252,7 +250,7 @@ def test_lifetime_value_check_catches_a_missing_status_filter(c360_df, inputs):
         .groupBy("customer_id")
         .agg(F.sum("total_usd").alias("lifetime_value_usd"))
     )
-    with pytest.raises(AssertionError, match="140.00 USD.*order_status"):
+    with pytest.raises(AssertionError, match="140.00 USD.*status"):
         c360.check_lifetime_value(every_line, inputs["fact_sales"])
 
 
@@ -267,7 +265,7 @@ def test_lifetime_value_check_catches_orders_of_the_current_version_only(spark, 
             .select("customer_sk", "customer_id"),
             "customer_sk",
         )
-        .where(~F.col("order_status").isin("cancelled", "returned"))
+        .where(~F.col("status").isin("cancelled", "returned"))
         .groupBy("customer_id")
         .agg(F.sum("total_usd").alias("lifetime_value_usd"))
     )
@@ -343,8 +341,8 @@ def test_latest_event_date_is_the_day_after_the_latest_event(spark):
 
 
 def test_inputs_without_the_contract_columns_are_rejected(inputs):
-    with pytest.raises(ValueError, match="fact_sales_df lacks the column.*'order_status'"):
-        c360.sales_summary(inputs["fact_sales"].drop("order_status"), inputs["dim_customer"])
+    with pytest.raises(ValueError, match="fact_sales_df lacks the column.*'status'"):
+        c360.sales_summary(inputs["fact_sales"].drop("status"), inputs["dim_customer"])
     with pytest.raises(ValueError, match="dim_customer_df lacks.*'is_current'.*gold.dim_customer"):
         c360.current_profiles(inputs["dim_customer"].drop("is_current"))
     with pytest.raises(ValueError, match="web_sessions_df lacks.*'converted'"):
@@ -373,3 +371,85 @@ def test_saved_table_carries_the_comments_and_ensure_keeps_it(spark, c360_df):
     # the table exists: ensure neither rebuilds it nor needs the raw sources
     assert c360.ensure_customer_360(spark, raw_root=None) == c360.CUSTOMER_360
     assert DeltaTable.forName(spark, c360.CUSTOMER_360).history(1).first().version == version
+
+
+# C1's Silver rows, the same activity the facts above hold (O3 and P3 in EUR at 0.92 per USD).
+SILVER_ORDERS = [
+    ("O1", "C1", datetime(2026, 6, 1, 12, 0), "completed", "USD"),
+    ("O2", "C1", datetime(2026, 6, 15, 12, 0), "cancelled", "USD"),
+    ("O3", "C1", datetime(2026, 6, 20, 23, 59), "processing", "EUR"),
+    ("O7", "C1", datetime(2026, 6, 28, 12, 0), "completed", "USD"),  # no lines: not a sale
+    ("O4", "C3", datetime(2026, 3, 1, 12, 0), "returned", "USD"),
+]
+SILVER_LINES = [
+    ("O1", 1, 1, D("10.00"), D("0.00"), D("0.00")),
+    ("O1", 2, 2, D("3.00"), D("1.00"), D("0.50")),  # 2 * 3.00 - 1.00 + 0.50 = 5.50
+    ("O2", 1, 2, D("10.00"), D("0.00"), D("0.00")),
+    ("O3", 1, 1, D("4.14"), D("0.00"), D("0.00")),  # 4.14 EUR = 4.50 USD
+    ("O4", 1, 1, D("100.00"), D("0.00"), D("0.00")),
+]
+SILVER_PAYMENTS = [
+    ("C1", D("30.00"), "USD", "approved", False),
+    ("C1", D("12.00"), "USD", "declined", True),
+    ("C1", D("7.36"), "EUR", "approved", False),  # 8.00 USD
+    ("C9", D("50.00"), "USD", "approved", False),
+]
+FX = {"USD": 1.0, "EUR": 0.92}
+
+
+@pytest.fixture(scope="module")
+def silver(spark, inputs):
+    return {
+        "orders_df": spark.createDataFrame(
+            SILVER_ORDERS,
+            "order_id string, customer_id string, order_ts timestamp, status string, "
+            "currency string",
+        ),
+        "order_lines_df": spark.createDataFrame(
+            SILVER_LINES,
+            "order_id string, line_number int, quantity int, unit_price decimal(10,2), "
+            "discount decimal(10,2), tax decimal(10,2)",
+        ),
+        "payments_df": spark.createDataFrame(
+            SILVER_PAYMENTS,
+            "customer_id string, amount decimal(12,2), currency string, status string, "
+            "is_fraud boolean",
+        ),
+        "web_sessions_df": inputs["web_sessions"],
+        "support_tickets_df": inputs["support_tickets"],
+    }
+
+
+def test_one_customer_recomputed_from_silver_matches(c360_df, silver):
+    expected = c360.expected_from_silver("C1", **silver, as_of=AS_OF, fx_per_usd=FX)
+    assert tuple(expected) == c360.SPOT_CHECK_COLUMNS
+    assert expected == {c: EXPECTED[0][c] for c in c360.SPOT_CHECK_COLUMNS}
+    c360.check_matches_silver(c360_df, "C1", expected)
+    nothing = c360.expected_from_silver("C2", **silver, as_of=AS_OF, fx_per_usd=FX)
+    c360.check_matches_silver(c360_df, "C2", nothing)
+    with pytest.raises(ValueError, match="no exchange rate for 'EUR'"):
+        c360.expected_from_silver("C1", **silver, as_of=AS_OF, fx_per_usd={"USD": 1.0})
+
+
+def test_spot_check_catches_facts_reached_through_the_current_version_only(inputs, silver):
+    """Bridging facts to customers with the current version only loses O1 and P1, which the
+    facts attached to C1's earlier version."""
+    current_only = inputs["dim_customer"].where("is_current")
+    wrong_df = c360.assemble(
+        c360.current_profiles(inputs["dim_customer"]),
+        [
+            c360.sales_summary(inputs["fact_sales"], current_only),
+            c360.payments_summary(inputs["fact_payments"], current_only),
+            c360.web_summary(inputs["web_sessions"], AS_OF),
+            c360.support_summary(inputs["support_tickets"]),
+        ],
+        as_of=AS_OF,
+    )
+    expected = c360.expected_from_silver("C1", **silver, as_of=AS_OF, fx_per_usd=FX)
+    with pytest.raises(
+        AssertionError,
+        match=r"orders_count: table 2, Silver 3.*lifetime_value_usd.*EVERY version",
+    ):
+        c360.check_matches_silver(wrong_df, "C1", expected)
+    with pytest.raises(AssertionError, match="0 rows for 'C9'"):
+        c360.check_matches_silver(wrong_df, "C9", expected)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -74,7 +74,7 @@ AS_OF_EVENTS: dict[str, tuple[str, ...]] = {
 }
 
 # Columns of the inputs (the Gold facts' contract and the Silver tables).
-SALES_COLUMNS = ("order_id", "customer_sk", "date_key", "order_status", "total_usd")
+SALES_COLUMNS = ("order_id", "customer_sk", "date_key", "status", "total_usd")
 PAYMENTS_COLUMNS = ("transaction_id", "customer_sk", "amount_usd", "is_approved", "is_fraud")
 SESSIONS_COLUMNS = ("session_id", "customer_id", "session_start", "converted")
 TICKETS_COLUMNS = ("ticket_id", "customer_id", "status", "created_at", "is_deleted")
@@ -397,7 +397,7 @@ def sales_summary(fact_sales_df: DataFrame, dim_customer_df: DataFrame) -> DataF
     >>> sales_summary(spark.table("gold.fact_sales"), dim_customer)  # doctest: +SKIP
     """
     _require(fact_sales_df, SALES_COLUMNS, "fact_sales_df", "Pass spark.table('gold.fact_sales').")
-    undone = F.col("order_status").isin(*NON_REVENUE_STATUSES)
+    undone = F.col("status").isin(*NON_REVENUE_STATUSES)
     order_date = date_from_key("date_key")
     return (
         fact_sales_df.join(_customer_ids(dim_customer_df), "customer_sk")
@@ -691,7 +691,7 @@ def check_one_row_per_customer(c360_df: DataFrame, customers_df: DataFrame) -> N
 
 def revenue_lines(fact_sales_df: DataFrame) -> DataFrame:
     """The lines of ``gold.fact_sales`` that are revenue: orders neither cancelled nor returned."""
-    return fact_sales_df.where(~F.col("order_status").isin(*NON_REVENUE_STATUSES))
+    return fact_sales_df.where(~F.col("status").isin(*NON_REVENUE_STATUSES))
 
 
 def check_lifetime_value(c360_df: DataFrame, fact_sales_df: DataFrame) -> Decimal:
@@ -714,7 +714,7 @@ def check_lifetime_value(c360_df: DataFrame, fact_sales_df: DataFrame) -> Decima
             f"The lifetime values add up to {actual} USD, but gold.fact_sales holds {expected} "
             f"USD of revenue from known customers{ratio}. More: a join multiplied rows "
             "(aggregate each fact per customer BEFORE joining). Less: customers or lines are "
-            f"missing. Count lines whose order_status is not in {list(NON_REVENUE_STATUSES)}."
+            f"missing. Count lines whose status is not in {list(NON_REVENUE_STATUSES)}."
         )
     return expected
 
@@ -742,7 +742,7 @@ def activity_outside_crm(
     ``customers_df``), with their USD amount where there is one. Columns ``source``, ``rows``,
     ``amount_usd``. Anonymous sessions (no customer_id) are not counted: nobody logged in."""
     crm = customers_df.select("customer_id").distinct()
-    revenue = ~F.col("order_status").isin(*NON_REVENUE_STATUSES)
+    revenue = ~F.col("status").isin(*NON_REVENUE_STATUSES)
     approved = F.coalesce(F.col("is_approved"), F.lit(False))
     parts = [
         fact_sales_df.where(F.col("customer_sk") == UNKNOWN_KEY).agg(
@@ -771,3 +771,135 @@ def activity_outside_crm(
         ),
     ]
     return functools.reduce(DataFrame.unionByName, parts)
+
+
+# One customer recomputed from Silver, for a spot check that shares no code with the build.
+SPOT_CHECK_COLUMNS = (
+    "orders_count",
+    "cancelled_returned_orders",
+    "lifetime_value_usd",
+    "first_order_date",
+    "last_order_date",
+    "payment_attempts",
+    "approved_amount_usd",
+    "declined_payments",
+    "fraud_flagged_payments",
+    "web_sessions",
+    "web_sessions_last_30d",
+    "last_session_date",
+    "support_tickets",
+    "open_support_tickets",
+    "last_ticket_date",
+)
+
+
+def _usd(amount: Decimal, currency: str, fx_per_usd: Mapping[str, float]) -> Decimal:
+    if currency not in fx_per_usd:
+        raise ValueError(f"no exchange rate for {currency!r}: add it to fx_per_usd")
+    rate = Decimal(str(fx_per_usd[currency]))
+    return (amount / rate).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP")
+
+
+def expected_from_silver(
+    customer_id: str,
+    *,
+    orders_df: DataFrame,
+    order_lines_df: DataFrame,
+    payments_df: DataFrame,
+    web_sessions_df: DataFrame,
+    support_tickets_df: DataFrame,
+    as_of: date,
+    fx_per_usd: Mapping[str, float] | None = None,
+) -> dict:
+    """One customer's activity columns recomputed in plain Python from the Silver rows that
+    carry its ``customer_id``: no dimension, no fact, no Spark aggregate, so it shares no code
+    with the build. Amounts convert each line (``quantity * unit_price - discount + tax``) and
+    each payment to USD at the generator's fixed rates, rounded half-up to the cent.
+
+    >>> silver = {f"{t}_df": spark.table(f"silver.{t}") for t in ("orders", "order_lines",
+    ...           "payments", "web_sessions", "support_tickets")}  # doctest: +SKIP
+    >>> expected_from_silver("C000042", **silver, as_of=as_of_date(spark))  # doctest: +SKIP
+    {'orders_count': 7, 'cancelled_returned_orders': 1, 'lifetime_value_usd': Decimal(...), ...}
+    """
+    if fx_per_usd is None:
+        from lakehouse.datagen._reference import FX_PER_USD as fx_per_usd
+    mine = F.col("customer_id") == F.lit(customer_id)
+    # Dates are taken in Spark (the session's UTC); Python's datetimes would be local time.
+    orders = {
+        r.order_id: r
+        for r in orders_df.where(mine)
+        .select("order_id", "status", "currency", F.to_date("order_ts").alias("day"))
+        .collect()
+    }
+    lines = (
+        order_lines_df.join(orders_df.where(mine).select("order_id"), "order_id", "left_semi")
+        .select("order_id", "quantity", "unit_price", "discount", "tax")
+        .collect()
+    )
+    ordered = {line.order_id for line in lines}  # an order without lines is not in fact_sales
+    undone = {o for o in ordered if orders[o].status in NON_REVENUE_STATUSES}
+    revenue = [
+        _usd(
+            line.quantity * line.unit_price - line.discount + line.tax,
+            orders[line.order_id].currency,
+            fx_per_usd,
+        )
+        for line in lines
+        if line.order_id not in undone
+    ]
+    days = [orders[o].day for o in ordered if orders[o].day is not None]
+    payments = payments_df.where(mine).select("amount", "currency", "status", "is_fraud").collect()
+    approved = [p for p in payments if p.status == "approved"]
+    sessions = [
+        r.day
+        for r in web_sessions_df.where(mine)
+        .select(F.to_date("session_start").alias("day"))
+        .collect()
+    ]
+    tickets = (
+        support_tickets_df.where(mine & ~F.coalesce(F.col("is_deleted"), F.lit(False)))
+        .select("status", F.to_date("created_at").alias("day"))
+        .collect()
+    )
+    return {
+        "orders_count": len(ordered),
+        "cancelled_returned_orders": len(undone),
+        "lifetime_value_usd": sum(revenue, Decimal("0.00")),
+        "first_order_date": min(days, default=None),
+        "last_order_date": max(days, default=None),
+        "payment_attempts": len(payments),
+        "approved_amount_usd": sum(
+            (_usd(p.amount, p.currency, fx_per_usd) for p in approved), Decimal("0.00")
+        ),
+        "declined_payments": len(payments) - len(approved),
+        "fraud_flagged_payments": sum(1 for p in payments if p.is_fraud),
+        "web_sessions": len(sessions),
+        "web_sessions_last_30d": sum(
+            1 for d in sessions if as_of - timedelta(days=RECENT_DAYS) <= d < as_of
+        ),
+        "last_session_date": max(sessions, default=None),
+        "support_tickets": len(tickets),
+        "open_support_tickets": sum(1 for t in tickets if t.status in OPEN_TICKET_STATUSES),
+        "last_ticket_date": max((t.day for t in tickets), default=None),
+    }
+
+
+def check_matches_silver(c360_df: DataFrame, customer_id: str, expected: Mapping) -> None:
+    """Assert that ``customer_id``'s row holds the ``expected`` values (from
+    :func:`expected_from_silver`); the message lists every column that differs."""
+    rows = c360_df.where(F.col("customer_id") == F.lit(customer_id)).collect()
+    if len(rows) != 1:
+        raise AssertionError(
+            f"The Customer 360 has {len(rows)} rows for {customer_id!r}; it needs exactly one"
+        )
+    row = rows[0].asDict()
+    wrong = {c: (row.get(c), v) for c, v in expected.items() if row.get(c) != v}
+    if wrong:
+        shown = "; ".join(
+            f"{c}: table {got!r}, Silver {want!r}" for c, (got, want) in wrong.items()
+        )
+        raise AssertionError(
+            f"{customer_id} does not match its Silver rows: {shown}. Facts reach a customer "
+            "through EVERY version's customer_sk, not only the current one; counts exclude "
+            "soft-deleted tickets; lifetime value excludes cancelled and returned orders."
+        )

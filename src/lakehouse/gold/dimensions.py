@@ -255,31 +255,33 @@ def check_surrogate_keys(
     """
     natural = [natural_key] if isinstance(natural_key, str) else list(natural_key)
     _require_columns(df, [key, *natural], name)
+    reserved_by_a_member = (F.col(key) == UNKNOWN_KEY) & _all_not_null(natural)
     summary = df.agg(
         F.count(F.when(F.col(key).isNull(), 1)).alias("null_keys"),
         F.count(F.when(F.col(key) == UNKNOWN_KEY, 1)).alias("unknown_rows"),
+        F.slice(
+            F.sort_array(
+                F.collect_list(F.when(reserved_by_a_member, F.to_json(F.struct(*natural))))
+            ),
+            1,
+            3,
+        ).alias("reserved"),
     ).first()
     if summary.null_keys:
         raise AssertionError(
             f"{name} has {summary.null_keys} rows with a null {key}: every row needs a key "
             f"(the unknown member's is {UNKNOWN_KEY})"
         )
+    if summary.reserved:
+        raise AssertionError(
+            f"{name}: a row with a natural key has {key} = {UNKNOWN_KEY}, which is reserved "
+            f"for the unknown member: {', '.join(summary.reserved)}"
+        )
     if summary.unknown_rows != 1:
         raise AssertionError(
             f"{name} has {summary.unknown_rows} rows with {key} = {UNKNOWN_KEY}; it needs "
             "exactly one: the unknown member that facts with a missing or null natural key "
             "point to. Union the unknown member row onto the dimension once."
-        )
-    fake_unknown = (
-        df.where((F.col(key) == UNKNOWN_KEY) & _all_not_null(natural))
-        .select(*natural)
-        .limit(3)
-        .collect()
-    )
-    if fake_unknown:
-        raise AssertionError(
-            f"{name}: a row with a natural key has {key} = {UNKNOWN_KEY}, which is reserved "
-            f"for the unknown member: {[r.asDict() for r in fake_unknown]}"
         )
     collisions = (
         df.groupBy(key)

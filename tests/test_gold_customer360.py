@@ -196,6 +196,10 @@ def test_schema_matches_the_documented_columns(c360_df):
         (c.name, c.data_type) for c in c360.COLUMNS
     ]
     assert all(f.metadata["comment"] for f in c360.CUSTOMER_360_SCHEMA)
+    # what the documentation promises for no activity is what the build does
+    assert [c.name for c in c360.COLUMNS if c.description.endswith("0 when none")] == list(
+        c360.ZERO_COLUMNS
+    )
     markdown = c360.columns_markdown()
     for column in c360.COLUMNS:
         assert f"| `{column.name}` | {column.data_type.simpleString()} |" in markdown
@@ -453,3 +457,18 @@ def test_spot_check_catches_facts_reached_through_the_current_version_only(input
         c360.check_matches_silver(wrong_df, "C1", expected)
     with pytest.raises(AssertionError, match="0 rows for 'C9'"):
         c360.check_matches_silver(wrong_df, "C9", expected)
+
+
+def test_the_lesson_documents_the_columns_from_the_same_list():
+    """The lesson's column table is rendered from customer360.COLUMNS, like the comments: a
+    description changed in one place only fails here (regenerate the lesson)."""
+    import json
+    from pathlib import Path
+
+    lesson = Path(__file__).parents[1] / "solutions" / "03_gold" / "04_customer_360.ipynb"
+    markdown = "\n".join(
+        "".join(cell["source"])
+        for cell in json.loads(lesson.read_text())["cells"]
+        if cell["cell_type"] == "markdown"
+    )
+    assert c360.columns_markdown() in markdown

@@ -100,6 +100,7 @@ class Column360(NamedTuple):
     data_type: DataType
     group: str  # the source a reader looks at to understand it
     description: str
+    zero_when_none: bool = False  # a count or sum: 0 (not null) for a customer without activity
 
 
 # The one source of truth for the table's columns: order, type, and the description that becomes
@@ -139,12 +140,14 @@ COLUMNS: tuple[Column360, ...] = (
         LongType(),
         "orders",
         "Orders in gold.fact_sales (any status, at least one line); 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "cancelled_returned_orders",
         LongType(),
         "orders",
         "Of orders_count, the cancelled or returned ones (no revenue); 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "lifetime_value_usd",
@@ -152,6 +155,7 @@ COLUMNS: tuple[Column360, ...] = (
         "orders",
         "Sum of total_usd (after discount, with tax) of the lines of orders neither cancelled "
         "nor returned; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "avg_order_value_usd",
@@ -182,12 +186,14 @@ COLUMNS: tuple[Column360, ...] = (
         LongType(),
         "payments",
         "Payment attempts in gold.fact_payments, approved or declined; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "approved_amount_usd",
         MONEY,
         "payments",
         "Sum of amount_usd of the approved attempts; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "approval_rate",
@@ -195,12 +201,19 @@ COLUMNS: tuple[Column360, ...] = (
         "payments",
         "Approved attempts / payment_attempts (0 to 1, 4 decimals); null without attempts",
     ),
-    Column360("declined_payments", LongType(), "payments", "Declined attempts; 0 when none"),
+    Column360(
+        "declined_payments",
+        LongType(),
+        "payments",
+        "Declined attempts; 0 when none",
+        zero_when_none=True,
+    ),
     Column360(
         "fraud_flagged_payments",
         LongType(),
         "payments",
         "Attempts labelled is_fraud; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "web_sessions",
@@ -208,12 +221,14 @@ COLUMNS: tuple[Column360, ...] = (
         "web",
         "Sessions in silver.web_sessions where the visitor was logged in as this customer; "
         "0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "web_sessions_last_30d",
         LongType(),
         "web",
         "Sessions started in the 30 days before as_of_date; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "last_session_date", DateType(), "web", "Date the latest session started; null if none"
@@ -235,12 +250,14 @@ COLUMNS: tuple[Column360, ...] = (
         LongType(),
         "support",
         "Tickets in silver.support_tickets, soft-deleted ones excluded; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "open_support_tickets",
         LongType(),
         "support",
         "Of support_tickets, those open, in_progress or waiting_on_customer; 0 when none",
+        zero_when_none=True,
     ),
     Column360(
         "last_ticket_date",
@@ -262,14 +279,7 @@ CUSTOMER_360_SCHEMA = StructType(
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 # Counts and sums that are 0, never null, for a customer without that activity.
-ZERO_COLUMNS = tuple(
-    c.name
-    for c in COLUMNS
-    if c.group != "profile"
-    and (
-        isinstance(c.data_type, LongType) or c.name in ("lifetime_value_usd", "approved_amount_usd")
-    )
-)
+ZERO_COLUMNS = tuple(c.name for c in COLUMNS if c.zero_when_none)
 TABLE_COMMENT = (
     "Customer 360: one row per CRM customer (current profile from gold.dim_customer) with "
     "lifetime value and order behaviour (gold.fact_sales), payments (gold.fact_payments), web "
@@ -525,7 +535,9 @@ def assemble(
             f"the summaries lack {', '.join(map(repr, missing))}: pass sales_summary, "
             "payments_summary, web_summary and support_summary"
         )
-    return joined.select(*[derived.get(c, F.col(c)).cast(t).alias(c) for c, t, _, _ in COLUMNS])
+    return joined.select(
+        *[derived.get(c.name, F.col(c.name)).cast(c.data_type).alias(c.name) for c in COLUMNS]
+    )
 
 
 def customer_360(

@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, timedelta
 
@@ -358,31 +359,25 @@ def data_date_range(
 ) -> tuple[date, date]:
     """The whole calendar years spanning every event date of ``event_columns`` (table ->
     timestamp or date columns; default :data:`EVENT_DATE_COLUMNS`), dates taken in the
-    session's time zone (UTC in this course)."""
+    session's time zone (UTC in this course). One Spark job over the union of the tables."""
     columns = EVENT_DATE_COLUMNS if event_columns is None else event_columns
-    bounds = None
-    for table, names in columns.items():
-        days = [F.to_date(F.col(n)) for n in names]
-        row = (
-            spark.table(table)
-            .select(
-                F.least(*days).alias("lo") if len(days) > 1 else days[0].alias("lo"),
-                F.greatest(*days).alias("hi") if len(days) > 1 else days[0].alias("hi"),
-            )
-            .agg(F.min("lo").alias("lo"), F.max("hi").alias("hi"))
-            .first()
-        )
-        if row.lo is None:
-            continue
-        bounds = (
-            (row.lo, row.hi) if bounds is None else (min(bounds[0], row.lo), max(bounds[1], row.hi))
-        )
-    if bounds is None:
+    if not columns:
+        raise ValueError("event_columns is empty: name at least one table and its date columns")
+    days = [
+        spark.table(table).select(F.explode(F.array(*(F.to_date(c) for c in names))).alias("day"))
+        for table, names in columns.items()
+    ]
+    bounds = (
+        functools.reduce(DataFrame.unionByName, days)
+        .agg(F.min("day").alias("first_day"), F.max("day").alias("last_day"))
+        .first()
+    )
+    if bounds.first_day is None:
         raise ValueError(
             f"no event date in {', '.join(columns)}: build the Silver tables first "
             "(gold.ensure_silver_inputs)"
         )
-    return whole_years(*bounds)
+    return whole_years(bounds.first_day, bounds.last_day)
 
 
 def save_dim_date(spark: SparkSession, dim_date_df: DataFrame) -> str:

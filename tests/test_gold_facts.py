@@ -310,16 +310,12 @@ def test_a_key_absent_from_its_dimension_fails_referential_integrity(fact_sales,
         facts.check_referential_integrity(dangling, {"product_sk": dims["product"]})
 
 
-def test_referential_integrity_names_the_dimension_table(spark, fact_sales, dims):
-    spark.sql("CREATE SCHEMA IF NOT EXISTS gold")
-    dims["product"].where("product_sk <> 102").write.format("delta").mode("overwrite").saveAsTable(
-        "gold.ri_products"
-    )
-    with pytest.raises(
-        AssertionError, match=r"product_sk absent from gold.ri_products, e.g. \['102'\]"
-    ):
+def test_referential_integrity_names_the_dimension_table(fact_sales, dims):
+    dims["product"].where("product_sk <> 102").createOrReplaceTempView("ri_products")
+    absent = r"product_sk absent from ri_products, e.g. \['102'\]"
+    with pytest.raises(AssertionError, match=absent):
         facts.check_referential_integrity(
-            fact_sales, {"product_sk": "gold.ri_products"}, name="fact_sales"
+            fact_sales, {"product_sk": "ri_products"}, name="fact_sales"
         )
 
 
@@ -442,3 +438,16 @@ def test_write_fact_replaces_rows_and_keeps_the_comments(spark, fact_sales):
     assertDataFrameEqual(table, fact_sales)
     detail = DeltaTable.forName(spark, facts.FACT_SALES).detail().first()
     assert detail["description"] == facts.COMMENTS[facts.FACT_SALES]
+
+
+def test_check_same_rows_shows_both_sides(spark, fact_sales):
+    facts.check_same_rows(fact_sales, fact_sales, ["order_id", "customer_sk"], name="same")
+    shifted = fact_sales.withColumn(
+        "customer_sk", F.when(F.col("customer_sk") == 12, 11).otherwise(F.col("customer_sk"))
+    )
+    with pytest.raises(
+        AssertionError,
+        match=r"it should not: order_id='O2', customer_sk=11\. Rows it lacks: order_id='O2', "
+        r"customer_sk=12\.",
+    ):
+        facts.check_same_rows(shifted, fact_sales, ["order_id", "customer_sk"], name="shifted")

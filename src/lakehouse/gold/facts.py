@@ -804,3 +804,36 @@ def check_point_in_time_keys(
             "current version"
         )
     return int(summary["historical"] or 0)
+
+
+def check_same_rows(
+    actual_df: DataFrame,
+    expected_df: DataFrame,
+    columns: Sequence[str] | None = None,
+    *,
+    name: str = "the DataFrame",
+) -> None:
+    """Assert ``actual_df`` and ``expected_df`` hold the same rows (as multisets) on ``columns``
+    (default: ``expected_df``'s), in one query; the message shows up to 5 rows on each side.
+
+    >>> check_same_rows(sales_keyed_df, reference_df, ["order_id", "customer_sk"])  # doctest: +SKIP
+    """
+    names = list(columns) if columns is not None else list(expected_df.columns)
+    require_columns(actual_df, names, name)
+    actual, expected = actual_df.select(*names), expected_df.select(*names)
+    differences = (
+        actual.exceptAll(expected)
+        .withColumn("_side", F.lit("unexpected"))
+        .unionByName(expected.exceptAll(actual).withColumn("_side", F.lit("missing")))
+        .withColumn("_n", F.row_number().over(Window.partitionBy("_side").orderBy(*names)))
+        .where("_n <= 5")
+        .collect()
+    )
+    if differences:
+        unexpected = sorted((r for r in differences if r["_side"] == "unexpected"), key=str)
+        missing = sorted((r for r in differences if r["_side"] == "missing"), key=str)
+        raise AssertionError(
+            f"{name} differs from the expected rows on {', '.join(names)}. "
+            f"Rows it has that it should not: {_show(unexpected, names) or 'none'}. "
+            f"Rows it lacks: {_show(missing, names) or 'none'}."
+        )

@@ -200,4 +200,145 @@ def drop_check_constraint(spark, table: str, name: str, *, if_exists: bool = Fal
     spark.sql(f"ALTER TABLE {_sql_identifier(table)} DROP CONSTRAINT {guard}{name}")
 
 
-__all__ = ["DeltaTable", "add_check_constraint", "drop_check_constraint", "set_table_properties"]
+# ------------------------------------------------------------------------------------------------
+# VACUUM ... DRY RUN and per-file statistics (what data skipping reads)
+# ------------------------------------------------------------------------------------------------
+_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+def vacuum_dry_run(spark, table: str, retention_hours: float | None = None) -> list[str]:
+    """``VACUUM table [RETAIN n HOURS] DRY RUN`` on every engine: the data files a vacuum with
+    this retention would delete, sorted, deleting nothing.
+
+    Without ``retention_hours`` the table's ``delta.deletedFileRetentionDuration`` applies (7
+    days by default). As for VACUUM itself, a shorter retention is refused unless
+    ``spark.databricks.delta.retentionDurationCheck.enabled`` is ``false``.
+
+    Example::
+
+        vacuum_dry_run(spark, "gold.fact_sales")   # [] while every removed file is < 7 days old
+    """
+    if retention_hours is not None and (
+        isinstance(retention_hours, bool)
+        or not isinstance(retention_hours, (int, float))
+        or retention_hours < 0
+    ):
+        raise ValueError(
+            f"retention_hours must be a non-negative number of hours, not {retention_hours!r}."
+        )
+    if _embedded(spark):
+        return _embedded_vacuum_dry_run(spark, table, retention_hours)
+    retain = "" if retention_hours is None else f" RETAIN {retention_hours:g} HOURS"
+    rows = spark.sql(f"VACUUM {_sql_identifier(table)}{retain} DRY RUN").collect()
+    return sorted(str(row[0]) for row in rows)
+
+
+def _embedded_vacuum_dry_run(spark, table: str, retention_hours: float | None) -> list[str]:
+    import math
+
+    from lakehouse.embedded import log as delta_log
+    from lakehouse.embedded.errors import DeltaError
+    from lakehouse.embedded.tables import _DEFAULT_RETENTION, _interval_hours
+
+    location = _embedded_table(spark, table)._location
+    rs_table = delta_log.open_table(location)
+    config = rs_table.metadata().configuration or {}
+    minimum = _interval_hours(config.get("delta.deletedFileRetentionDuration", _DEFAULT_RETENTION))
+    hours = minimum if retention_hours is None else float(retention_hours)
+    check = str(spark.conf.get(_RETENTION_CHECK, "true")).strip().lower() != "false"
+    if check and hours < minimum:
+        raise DeltaError(
+            f"requirement failed: Are you sure you would like to vacuum files with such a low "
+            f"retention period? A retention of {hours:g} hours is below the table's "
+            f"{minimum:g} hours. If you are certain that no operation is running on this table, "
+            f"turn off this check with spark.conf.set('{_RETENTION_CHECK}', 'false'); if you "
+            f'are not sure, use a value not less than "{minimum:g} hours".'
+        )
+    files = rs_table.vacuum(
+        retention_hours=math.ceil(hours), dry_run=True, enforce_retention_duration=False
+    )
+    return sorted(delta_log.data_file_path(location, f)[len(location) + 1 :] for f in files)
+
+
+def data_file_stats(spark, table: str, columns: list[str]):
+    """One row per data file of the table's current version: ``file``, ``num_records`` and, for
+    each column ``c`` of ``columns``, ``min_c`` and ``max_c``: the statistics Delta keeps for
+    each file in its log, which data skipping compares a query's filters with.
+
+    The embedded engine reads them from the Delta log. Databricks and delta-spark expose no
+    per-file statistics through the DataFrame API, so there they are computed from the rows
+    of each file (``_metadata.file_path``): the same values, as Delta computes its statistics
+    from the same rows.
+
+    Example::
+
+        data_file_stats(spark, "gold.fact_sales", ["customer_sk"]).show()
+    """
+    from pyspark.sql import functions as F
+
+    if isinstance(columns, str) or not columns:
+        raise ValueError("columns must be a non-empty list of column names, e.g. ['customer_sk'].")
+    frame = spark.table(table) if not _is_path(table) else spark.read.format("delta").load(table)
+    fields = {f.name.lower(): f for f in frame.schema.fields}
+    unknown = [c for c in columns if c.lower() not in fields]
+    if unknown:
+        raise ValueError(
+            f"{unknown} not in {table!r}: its columns are {[f.name for f in frame.schema.fields]}."
+        )
+    resolved = [fields[c.lower()] for c in columns]
+    if not _embedded(spark):
+        return (
+            frame.groupBy(F.col("_metadata.file_path").alias("file"))
+            .agg(
+                F.count(F.lit(1)).alias("num_records"),
+                *[
+                    agg(F.col(f.name)).alias(f"{prefix}_{f.name}")
+                    for f in resolved
+                    for prefix, agg in (("min", F.min), ("max", F.max))
+                ],
+            )
+            .orderBy("file")
+        )
+    from lakehouse.embedded import log as delta_log
+
+    snap = delta_log.snapshot(_embedded_table(spark, table)._location)
+    rows = []
+    for f in snap.files:
+        stats = f.stats or {}
+        row = [f.path, stats.get("numRecords")]
+        for field in resolved:
+            for bound in ("minValues", "maxValues"):
+                if field.name in snap.partition_columns:
+                    value = f.partition_values.get(field.name)
+                else:
+                    value = (stats.get(bound) or {}).get(field.name)
+                row.append(None if value is None else str(value))
+        rows.append(tuple(row))
+    ddl = ", ".join(
+        ["file string", "num_records long"]
+        + [f"`{p}_{f.name}` string" for f in resolved for p in ("min", "max")]
+    )
+    raw = spark.createDataFrame(rows, ddl)
+    return raw.select(
+        "file",
+        "num_records",
+        *[
+            F.col(f"`{p}_{f.name}`").cast(f.dataType).alias(f"{p}_{f.name}")
+            for f in resolved
+            for p in ("min", "max")
+        ],
+    ).orderBy("file")
+
+
+def _is_path(table: str) -> bool:
+    return "/" in table or "\\" in table or table.startswith("file:")
+
+
+__all__ = [
+    "DeltaTable",
+    "add_check_constraint",
+    "data_file_stats",
+    "drop_check_constraint",
+    "set_table_properties",
+    "vacuum_dry_run",
+]

@@ -367,12 +367,22 @@ class _FileWriter:
     """Writes the Arrow batches one task receives into Parquet files under the table root,
     one file per partition value, and records what Delta's ``add`` actions need."""
 
-    def __init__(self, root: str, schema: pa.Schema, partition_columns: list[str]):
+    def __init__(
+        self,
+        root: str,
+        schema: pa.Schema,
+        partition_columns: list[str],
+        max_records_per_file: int = 0,
+    ):
         self.root = root
         self.schema = schema
         self.partition_columns = partition_columns
         self.data_schema = pa.schema([f for f in schema if f.name not in partition_columns])
         self.open: dict[tuple, tuple[pq.ParquetWriter, str, delta_log.StatsBuilder]] = {}
+        # Spark's maxRecordsPerFile: a file that reaches it is closed and the next one begun.
+        self.max_records = max_records_per_file
+        self.records: dict[tuple, int] = {}
+        self.finished: list[dict] = []
         # Spark hands over batches of 10,000 rows; written one by one they become tiny row
         # groups that make every later read slower. Buffer them into row groups of this size.
         self.pending: dict[tuple, list[pa.Table]] = {}
@@ -407,6 +417,19 @@ class _FileWriter:
             raise
 
     def _append(self, key: tuple, table: pa.Table) -> None:
+        if self.max_records <= 0:
+            self._append_to_file(key, table)
+            return
+        while table.num_rows:
+            room = self.max_records - self.records.get(key, 0)
+            if room <= 0:
+                self._finish(key)
+                continue
+            self._append_to_file(key, table.slice(0, room))
+            self.records[key] = self.records.get(key, 0) + min(room, table.num_rows)
+            table = table.slice(room)
+
+    def _append_to_file(self, key: tuple, table: pa.Table) -> None:
         if key not in self.open:
             parts = [
                 f"{c}={delta_log.partition_dir_value(v)}"
@@ -430,28 +453,39 @@ class _FileWriter:
         if pending:
             self.open[key][0].write_table(pa.concat_tables(pending))
 
+    def _finish(self, key: tuple) -> None:
+        """Close the open file of ``key`` (it reached maxRecordsPerFile)."""
+        self._flush(key)
+        writer, rel, stats = self.open.pop(key)
+        writer.close()
+        self.finished.append(self._added(key, rel, stats))
+        self.records[key] = 0
+
+    def _added(self, key: tuple, rel: str, stats: delta_log.StatsBuilder) -> dict:
+        return {
+            "path": rel,
+            "size": os.path.getsize(os.path.join(self.root, rel)),
+            "partition_values": {
+                c: delta_log.partition_string(v) for c, v in zip(self.partition_columns, key)
+            },
+            "stats": stats.to_json(),
+        }
+
     def _close(self, discard: bool = False) -> list[dict]:
-        written = []
+        written = self.finished
         for key, (writer, rel, stats) in self.open.items():
             if not discard:
                 self._flush(key)
             writer.close()
-            full = os.path.join(self.root, rel)
             if discard:
-                Path(full).unlink(missing_ok=True)
+                Path(os.path.join(self.root, rel)).unlink(missing_ok=True)
                 continue
-            written.append(
-                {
-                    "path": rel,
-                    "size": os.path.getsize(full),
-                    "partition_values": {
-                        c: delta_log.partition_string(v)
-                        for c, v in zip(self.partition_columns, key)
-                    },
-                    "stats": stats.to_json(),
-                }
-            )
-        self.open, self.pending = {}, {}
+            written.append(self._added(key, rel, stats))
+        if discard:
+            for f in written:
+                Path(os.path.join(self.root, f["path"])).unlink(missing_ok=True)
+            written = []
+        self.open, self.pending, self.records, self.finished = {}, {}, {}, []
         return written
 
 
@@ -466,9 +500,12 @@ class DeltaWriter(DataSourceArrowWriter):
         self.plan = delta_log.plan_write(path, self.arrow_schema, self.options, overwrite)
 
     def write(self, iterator):
-        return _FileWriter(self.path, self.plan.file_schema, self.plan.partition_columns).write(
-            iterator
-        )
+        return _FileWriter(
+            self.path,
+            self.plan.file_schema,
+            self.plan.partition_columns,
+            _max_records_per_file(self.options),
+        ).write(iterator)
 
     def commit(self, messages):
         files = [f for m in messages if m is not None for f in m.files]
@@ -492,6 +529,20 @@ class DeltaWriter(DataSourceArrowWriter):
 
     def abort(self, messages):
         _discard(self.path, [f for m in messages if m is not None for f in m.files])
+
+
+def _max_records_per_file(options: dict[str, str]) -> int:
+    """The ``maxRecordsPerFile`` write option (options already lower-cased); 0 means no limit."""
+    raw = options.get("maxrecordsperfile")
+    if raw is None:
+        return 0
+    try:
+        return max(int(str(raw).strip()), 0)
+    except ValueError:
+        raise DeltaError(
+            f"maxRecordsPerFile must be a whole number of rows, not {raw!r}: e.g. "
+            ".option('maxRecordsPerFile', 100000)."
+        ) from None
 
 
 def _discard(root: str, files: list[dict]) -> None:
@@ -518,9 +569,12 @@ class DeltaStreamWriter(DataSourceStreamArrowWriter):
         self.plan = delta_log.plan_write(path, self.arrow_schema, self.options, overwrite)
 
     def write(self, iterator):
-        return _FileWriter(self.path, self.plan.file_schema, self.plan.partition_columns).write(
-            iterator
-        )
+        return _FileWriter(
+            self.path,
+            self.plan.file_schema,
+            self.plan.partition_columns,
+            _max_records_per_file(self.options),
+        ).write(iterator)
 
     def commit(self, messages, batchId):  # noqa: N803 (Spark's name)
         files = [f for m in messages if m is not None for f in m.files]

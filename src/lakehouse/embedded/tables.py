@@ -65,6 +65,7 @@ _RESULT_DDL = (
     "op string, rows long"
 )
 _CHANGE_DATA = "_change_data"
+_Z_ORDER_BY = "zOrderBy"  # OPTIMIZE's parameter naming the Z-order columns
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 _DEFAULT_RETENTION = "interval 1 week"
 _PROTOCOL_KEYS = ("delta.minReaderVersion", "delta.minWriterVersion")
@@ -839,13 +840,16 @@ def _strings(mapping: dict | None) -> dict[str, str] | None:
 
 def _history_row(version: int, actions: list[dict]) -> tuple:
     info = _commit_info(actions)
+    parameters = _strings(info.get("operationParameters")) or {}
+    if info.get("operation") == "OPTIMIZE" and isinstance(info.get(_Z_ORDER_BY), str):
+        parameters.setdefault(_Z_ORDER_BY, info[_Z_ORDER_BY])
     return (
         version,
         _commit_time(actions),
         info.get("userId"),
         info.get("userName"),
         _operation(info, actions),
-        _strings(info.get("operationParameters")) or {},
+        parameters,
         None,
         None,
         info.get("clusterId"),
@@ -2050,6 +2054,15 @@ def _partition_filters(predicate: str, partitions: list[str]) -> list[tuple[str,
     return filters
 
 
+def _z_order_by(columns: list[str]):
+    """Commit properties that record OPTIMIZE's Z-order columns, which delta-spark lists in the
+    commit's ``operationParameters`` as ``zOrderBy`` (``[]`` for a compaction); delta-rs keeps
+    them beside the parameters and :func:`_history_row` folds them in."""
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata={_Z_ORDER_BY: json.dumps(columns)})
+
+
 class EmbeddedOptimizeBuilder:
     """OPTIMIZE through delta-rs: compaction or Z-order, optionally in some partitions."""
 
@@ -2068,7 +2081,9 @@ class EmbeddedOptimizeBuilder:
     def executeCompaction(self) -> DataFrame:  # noqa: N802
         """Compact small files; returns the OPTIMIZE metrics."""
         table = delta_log.open_table(self._table._location)
-        metrics = table.optimize.compact(partition_filters=self._filters or None)
+        metrics = table.optimize.compact(
+            partition_filters=self._filters or None, commit_properties=_z_order_by([])
+        )
         return self._metrics(metrics, None)
 
     def executeZOrderBy(self, *cols) -> DataFrame:  # noqa: N802
@@ -2094,7 +2109,11 @@ class EmbeddedOptimizeBuilder:
                 )
             resolved.append(lowered[c.lower()])
         table = delta_log.open_table(self._table._location)
-        metrics = table.optimize.z_order(resolved, partition_filters=self._filters or None)
+        metrics = table.optimize.z_order(
+            resolved,
+            partition_filters=self._filters or None,
+            commit_properties=_z_order_by(resolved),
+        )
         return self._metrics(metrics, resolved)
 
     def _metrics(self, metrics: dict, zorder: list[str] | None) -> DataFrame:

@@ -780,26 +780,22 @@ def check_churn_labels(churn_df: DataFrame, orders: Iterable[Mapping]) -> None:
     """Assert each row's ``churned`` follows its definition, recomputed in plain Python from
     ``orders`` (rows with ``customer_id`` and ``order_date``, any status, e.g. collected from
     :func:`customer_orders`): 0 if the customer ordered on a day in
-    [``observation_date``, ``label_end_date``), else 1; and that no feature saw the label
-    window (``recency_days`` >= 1)."""
-    _require(
-        churn_df,
-        ["customer_id", "observation_date", "label_end_date", "recency_days", "churned"],
-        "churn_df",
-    )
+    [``observation_date``, ``label_end_date``), else 1; and, when ``churn_df`` has
+    ``recency_days``, that no feature saw the label window (``recency_days`` >= 1)."""
+    needed = ["customer_id", "observation_date", "label_end_date", "churned"]
+    _require(churn_df, needed, "churn_df")
+    has_recency = "recency_days" in churn_df.columns
     order_days: dict[str, list[date]] = {}
     for o in orders:
         order_days.setdefault(o["customer_id"], []).append(o["order_date"])
     wrong, leaked = [], []
-    for r in churn_df.select(
-        "customer_id", "observation_date", "label_end_date", "recency_days", "churned"
-    ).collect():
+    for r in churn_df.select(*needed, *(["recency_days"] if has_recency else [])).collect():
         came_back = any(
             r.observation_date <= d < r.label_end_date for d in order_days.get(r.customer_id, [])
         )
         if r.churned != (0 if came_back else 1):
             wrong.append(f"{r.customer_id}: churned={r.churned!r}, ordered again={came_back}")
-        if r.recency_days is None or r.recency_days < 1:
+        if has_recency and (r.recency_days is None or r.recency_days < 1):
             leaked.append(r.customer_id)
     if wrong:
         raise AssertionError(

@@ -28,6 +28,12 @@ MAINTENANCE_COMMENT = (
     "Working copy of gold.fact_sales for the table-maintenance lesson: written as many small "
     "files, then compacted, Z-ordered, damaged, restored and vacuumed. Not a reporting table."
 )
+# Databricks' optimized writes and auto compaction would fix the small files as they are
+# written; the copy turns them off so the lesson sees (and fixes) the layout itself.
+SMALL_FILE_PROPERTIES = {
+    "delta.autoOptimize.optimizeWrite": "false",
+    "delta.autoOptimize.autoCompact": "false",
+}
 ROWS_PER_SMALL_FILE = 100  # what one small append of a frequent ingestion job holds here
 INGESTION_ORDER = ("date_key", "order_id", "line_number")  # the order daily loads arrive in
 
@@ -53,8 +59,9 @@ def build_small_file_copy(
 ) -> str:
     """(Re)create ``target`` as a copy of ``source`` laid out the way frequent small appends
     leave a table: rows in ingestion order (``order_by``), cut into files of ``rows_per_file``
-    rows. The copy starts afresh at version 0 (created with a comment) and version 1 (the
-    data, one write). Returns ``target``.
+    rows. The copy starts afresh at version 0 (created with a comment, and with Databricks'
+    optimized writes and auto compaction off) and version 1 (the data, one write). Returns
+    ``target``.
 
     One write with ``maxRecordsPerFile`` gives the same layout as one append per batch, in a
     fraction of the time, and the same file count on every run and every engine.
@@ -81,13 +88,15 @@ def build_small_file_copy(
         )
     drop_table(spark, target)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {target.split('.')[0]}")
-    (
+    builder = (
         DeltaTable.create(spark)
         .tableName(target)
         .addColumns(source_df.schema)
         .comment(MAINTENANCE_COMMENT)
-        .execute()
     )
+    for key, value in SMALL_FILE_PROPERTIES.items():
+        builder = builder.property(key, value)
+    builder.execute()
     (
         source_df.coalesce(1)  # one task writes the files in order, cutting every N rows
         .sortWithinPartitions(*order_by)
@@ -373,6 +382,7 @@ __all__ = [
     "INGESTION_ORDER",
     "MAINTENANCE_TABLE",
     "ROWS_PER_SMALL_FILE",
+    "SMALL_FILE_PROPERTIES",
     "FileSkipping",
     "build_small_file_copy",
     "busiest_value",

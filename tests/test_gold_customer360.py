@@ -218,7 +218,7 @@ def test_as_of_moves_recency_and_windows_only(inputs, c360_df):
 
 
 def test_checks_pass_on_the_right_answer(c360_df, inputs, crm_df):
-    c360.check_one_row_per_customer(c360_df, crm_df)
+    assert c360.check_one_row_per_customer(c360_df, crm_df) == 3
     c360.check_no_null_counts(c360_df)
     assert c360.check_lifetime_value(c360_df, inputs["fact_sales"]) == D("20.00")
 
@@ -340,8 +340,10 @@ def test_latest_event_date_is_the_day_after_the_latest_event(spark):
         c360.latest_event_date({"orders": (empty, ["order_ts"])})
     with pytest.raises(ValueError, match="orders lacks the column.*'event_ts'"):
         c360.latest_event_date({"orders": (orders, ["event_ts"])})
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="at least one DataFrame"):
         c360.latest_event_date({})
+    with pytest.raises(ValueError, match="orders: name at least one event timestamp column"):
+        c360.latest_event_date({"orders": (orders, [])})
 
 
 def test_inputs_without_the_contract_columns_are_rejected(inputs):

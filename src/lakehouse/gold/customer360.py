@@ -17,7 +17,9 @@ sessions, and the sums come out inflated: :func:`check_lifetime_value` catches i
 rates with nothing to divide by (``approval_rate`` without a payment) are null.
 
 **As of.** Every "days since" and "last 30 days" is measured from :func:`as_of_date`, the day
-after the latest event in Silver, never from the wall clock: a rebuild gives the same table.
+after the latest activity (order, payment, web session, support ticket), never from the wall
+clock: a rebuild gives the same table. The analytics of ``lakehouse.gold.analytics`` take "today"
+from the same events, so the Customer 360 and the churn features agree on it.
 
 The column descriptions live once, in :data:`COLUMNS`: they become the table's column comments
 and the Markdown table of the lesson (:func:`columns_markdown`).
@@ -64,11 +66,10 @@ NON_REVENUE_STATUSES = ("cancelled", "returned")
 OPEN_TICKET_STATUSES = ("open", "in_progress", "waiting_on_customer")
 RECENT_DAYS = 30  # the window of web_sessions_last_30d
 
-# The latest event of each Silver source, for the as-of date.
+# The activity whose latest event sets the as-of date: table -> its event timestamps.
 AS_OF_EVENTS: dict[str, tuple[str, ...]] = {
-    "silver.customers": ("updated_at",),
-    "silver.orders": ("order_ts",),
-    "silver.payments": ("event_ts",),
+    "gold.fact_sales": ("order_ts",),
+    "gold.fact_payments": ("event_ts",),
     "silver.web_sessions": ("session_end",),
     "silver.support_tickets": ("created_at", "updated_at"),
 }
@@ -270,7 +271,7 @@ COLUMNS: tuple[Column360, ...] = (
         DateType(),
         "as of",
         "The reference date of every 'days since' and 'last 30 days': the day after the latest "
-        "Silver event",
+        "order, payment, web session or ticket event",
     ),
 )
 
@@ -284,7 +285,7 @@ TABLE_COMMENT = (
     "Customer 360: one row per CRM customer (current profile from gold.dim_customer) with "
     "lifetime value and order behaviour (gold.fact_sales), payments (gold.fact_payments), web "
     "engagement (silver.web_sessions) and support history (silver.support_tickets), as of the "
-    "day after the latest Silver event"
+    "day after the latest activity"
 )
 
 
@@ -342,36 +343,40 @@ def _customer_ids(dim_customer_df: DataFrame) -> DataFrame:
 # As-of date
 # ------------------------------------------------------------------------------------------------
 def latest_event_date(frames: Mapping[str, tuple[DataFrame, Sequence[str]]]) -> date:
-    """The day after the latest value of the given timestamp columns, in one Spark job.
+    """The day after the latest value of the given timestamp columns.
 
-    ``frames`` maps a label (for messages) to a DataFrame and its event columns.
+    ``frames`` maps a label (for messages) to a DataFrame and its event columns. One small
+    aggregate per DataFrame (a union of them all plans slower); the day is taken in Spark, in
+    the session's time zone (UTC), not from Python datetimes in the machine's local time.
 
     >>> latest_event_date({"orders": (orders_df, ["order_ts"])})  # doctest: +SKIP
     datetime.date(2026, 7, 1)
     """
     if not frames:
         raise ValueError("latest_event_date needs at least one DataFrame and its event columns")
-    maxima = []
     for label, (df, columns) in frames.items():
+        if not columns:
+            raise ValueError(f"{label}: name at least one event timestamp column")
         _require(df, list(columns), label, "Name the event timestamp columns it holds.")
-        maxima += [df.select(F.max(c).cast("timestamp").alias("ts")) for c in columns]
-    latest = (
-        functools.reduce(DataFrame.unionByName, maxima)
-        .agg(F.date_add(F.to_date(F.max("ts")), 1).alias("as_of"))
-        .first()
-        .as_of
-    )
-    if latest is None:
+
+    def latest(columns: Sequence[str]) -> Column:
+        maxima = [F.max(c).cast("timestamp") for c in columns]
+        return F.to_date(maxima[0] if len(maxima) == 1 else F.greatest(*maxima))
+
+    days = [df.agg(latest(columns)).first()[0] for df, columns in frames.values()]
+    days = [d for d in days if d is not None]
+    if not days:
         raise ValueError(
             f"no event in {', '.join(frames)}: the as-of date is the day after the latest "
             "event, so build the Silver tables first (gold.ensure_silver_inputs)"
         )
-    return latest
+    return max(days) + timedelta(days=1)
 
 
 def as_of_date(spark: SparkSession, events: Mapping[str, Sequence[str]] = AS_OF_EVENTS) -> date:
-    """The Customer 360's "today": the day after the latest event across the Silver tables of
-    ``events`` (table -> timestamp columns). Derived from the data, so every run agrees.
+    """The Customer 360's "today": the day after the latest event of ``events`` (table ->
+    timestamp columns: orders, payments, web sessions, tickets). Derived from the data, so
+    every run agrees.
 
     >>> as_of_date(spark)  # doctest: +SKIP
     datetime.date(2026, 7, 1)
@@ -660,9 +665,9 @@ def ensure_customer_360(spark: SparkSession, raw_root) -> str:
 # ------------------------------------------------------------------------------------------------
 # Checks
 # ------------------------------------------------------------------------------------------------
-def check_one_row_per_customer(c360_df: DataFrame, customers_df: DataFrame) -> None:
+def check_one_row_per_customer(c360_df: DataFrame, customers_df: DataFrame) -> int:
     """Assert the grain: exactly one row per ``customer_id`` of ``customers_df``
-    (``silver.customers``), none missing and none extra."""
+    (``silver.customers``), none missing and none extra. Returns the number of customers."""
     summary = (
         c360_df.select("customer_id", F.lit(1).alias("_in_360"))
         .join(
@@ -699,6 +704,7 @@ def check_one_row_per_customer(c360_df: DataFrame, customers_df: DataFrame) -> N
             f"{summary.missing} are missing and {summary.extra} are not CRM customers. Start from "
             "the profiles and LEFT join each summary to them."
         )
+    return summary.crm
 
 
 def revenue_lines(fact_sales_df: DataFrame) -> DataFrame:

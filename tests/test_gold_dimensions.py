@@ -70,6 +70,11 @@ PAYMENTS = (
 )
 
 
+def materialized(df):
+    """The rows of ``df`` as a local DataFrame: later tests do not recompute its plan."""
+    return df.sparkSession.createDataFrame(df.collect(), df.schema)
+
+
 @pytest.fixture(scope="module")
 def history(spark):
     return spark.createDataFrame(HISTORY_ROWS, HISTORY)
@@ -84,15 +89,19 @@ def geography(spark, history):
     payments = spark.createDataFrame(
         [("T1", "C1", ts("2024-07-01"), "JP", "Tokyo"), ("T2", "C1", None, "US", "")], PAYMENTS
     )
-    return dims.geography_dimension(history, orders, payments).transform(
-        dims.with_unknown_member(spark, dims.DIM_GEOGRAPHY)
+    return materialized(
+        dims.geography_dimension(history, orders, payments).transform(
+            dims.with_unknown_member(spark, dims.DIM_GEOGRAPHY)
+        )
     )
 
 
 @pytest.fixture(scope="module")
 def dim_customer(spark, history, geography):
-    return dims.customer_dimension(history, geography).transform(
-        dims.with_unknown_member(spark, dims.DIM_CUSTOMER)
+    return materialized(
+        dims.customer_dimension(history, geography).transform(
+            dims.with_unknown_member(spark, dims.DIM_CUSTOMER)
+        )
     )
 
 

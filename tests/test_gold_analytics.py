@@ -464,7 +464,7 @@ def test_observation_date_and_as_of(spark, churn_inputs):
     empty = churn_inputs["web_sessions_df"].limit(0)
     with pytest.raises(ValueError, match="no event in empty"):
         A.latest_event_date({"empty": (empty, ["session_end"])})
-    with pytest.raises(ValueError, match="lacks column"):
+    with pytest.raises(ValueError, match="sales lacks the column"):
         A.latest_event_date({"sales": (churn_inputs["fact_sales_df"], ["event_ts"])})
 
 

@@ -37,7 +37,7 @@ Example::
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -56,6 +56,8 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.gold import UNKNOWN_KEY
+from lakehouse.gold.customer360 import AS_OF_EVENTS, as_of_date
+from lakehouse.gold.customer360 import latest_event_date as latest_event_date  # re-exported
 
 CHURN_FEATURES = "gold.churn_features"
 
@@ -77,13 +79,9 @@ DIM_GEOGRAPHY = "gold.dim_geography"
 WEB_SESSIONS = "silver.web_sessions"
 SUPPORT_TICKETS = "silver.support_tickets"
 
-# The latest event of each source the analytics read, for the as-of date.
-ACTIVITY_EVENTS: dict[str, tuple[str, ...]] = {
-    FACT_SALES: ("order_ts",),
-    FACT_PAYMENTS: ("event_ts",),
-    WEB_SESSIONS: ("session_end",),
-    SUPPORT_TICKETS: ("created_at", "updated_at"),
-}
+# The latest event of each source the analytics read sets the as-of date: the same events as
+# the Customer 360's, so both agree on "today".
+ACTIVITY_EVENTS = AS_OF_EVENTS
 
 
 class Segment(NamedTuple):
@@ -159,36 +157,6 @@ def _rate(numerator: Column, denominator: Column, digits: int = 4) -> Column:
 # ------------------------------------------------------------------------------------------------
 # As-of date
 # ------------------------------------------------------------------------------------------------
-def latest_event_date(frames: Mapping[str, tuple[DataFrame, Sequence[str]]]) -> date:
-    """The day after the latest value of the given timestamp columns, in one Spark job.
-    ``frames``: a label (for messages) -> a DataFrame and its event columns."""
-    if not frames:
-        raise ValueError("latest_event_date needs at least one DataFrame and its event columns")
-    maxima = []
-    for label, (df, columns) in frames.items():
-        _require(df, columns, label)
-        maxima += [df.select(F.max(c).cast("timestamp").alias("ts")) for c in columns]
-    as_of = (
-        functools.reduce(DataFrame.unionByName, maxima)
-        .agg(F.date_add(F.to_date(F.max("ts")), 1).alias("as_of"))
-        .first()
-        .as_of
-    )
-    if as_of is None:
-        raise ValueError(f"no event in {', '.join(frames)}: build the Gold facts first")
-    return as_of
-
-
-def as_of_date(spark: SparkSession, events: Mapping[str, Sequence[str]] = ACTIVITY_EVENTS) -> date:
-    """ "Today" for the analytics: the day after the latest event of ``events`` (table ->
-    timestamp columns). Derived from the data, so every run agrees.
-
-    >>> as_of_date(spark)  # doctest: +SKIP
-    datetime.date(2026, 7, 1)
-    """
-    return latest_event_date({t: (spark.table(t), cols) for t, cols in events.items()})
-
-
 # ------------------------------------------------------------------------------------------------
 # Revenue
 # ------------------------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ from pyspark.sql import SparkSession
 UNKNOWN_KEY = -1  # the surrogate key of every dimension's "unknown" member
 
 
+def commented_field(name: str, data_type, comment: str, nullable: bool = True):
+    """A ``StructField`` carrying its column comment: Gold schemas document every column."""
+    from pyspark.sql.types import StructField
+
+    return StructField(name, data_type, nullable, {"comment": comment})
+
+
 def _build_canonical(spark: SparkSession, dataset: str) -> str:
     from lakehouse.silver import dedup
 

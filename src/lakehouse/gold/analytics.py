@@ -51,11 +51,11 @@ from pyspark.sql.types import (
     IntegerType,
     LongType,
     StringType,
-    StructField,
     StructType,
 )
 
 from lakehouse.gold import UNKNOWN_KEY
+from lakehouse.gold import commented_field as _field
 from lakehouse.gold.customer360 import AS_OF_EVENTS, as_of_date
 from lakehouse.gold.customer360 import latest_event_date as latest_event_date  # re-exported
 
@@ -103,10 +103,6 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("Hibernating", (1, 2), (1, 2), "bought rarely, long ago"),
     Segment("Need attention", (3, 3), (1, 2), "average recency, few orders"),
 )
-
-
-def _field(name: str, data_type, comment: str, nullable: bool = True) -> StructField:
-    return StructField(name, data_type, nullable, {"comment": comment})
 
 
 CHURN_FEATURES_SCHEMA = StructType(

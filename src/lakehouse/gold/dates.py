@@ -43,11 +43,11 @@ from pyspark.sql.types import (
     DateType,
     IntegerType,
     StringType,
-    StructField,
     StructType,
 )
 
 from lakehouse.gold import UNKNOWN_KEY
+from lakehouse.gold import commented_field as _field
 
 DIM_DATE = "gold.dim_date"
 # The course's company closes its books on 30 June: FY2026 runs July 2025 - June 2026.
@@ -65,10 +65,6 @@ EVENT_DATE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Calendar = Callable[[int], Sequence[tuple[date, str]]]
-
-
-def _field(name: str, data_type, comment: str) -> StructField:
-    return StructField(name, data_type, True, {"comment": comment})
 
 
 DIM_DATE_SCHEMA = StructType(

@@ -59,13 +59,13 @@ from pyspark.sql.types import (
     DecimalType,
     LongType,
     StringType,
-    StructField,
     StructType,
     TimestampType,
 )
 
 from lakehouse.datagen._reference import COUNTRIES
 from lakehouse.gold import UNKNOWN_KEY
+from lakehouse.gold import commented_field as _field
 
 DIM_CUSTOMER = "gold.dim_customer"
 DIM_PRODUCT = "gold.dim_product"
@@ -81,10 +81,6 @@ SILVER_INPUTS = (
     "silver.orders",
     "silver.payments",
 )
-
-
-def _field(name: str, data_type, comment: str) -> StructField:
-    return StructField(name, data_type, True, {"comment": comment})
 
 
 DIM_GEOGRAPHY_SCHEMA = StructType(

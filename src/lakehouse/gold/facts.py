@@ -45,6 +45,7 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.gold import UNKNOWN_KEY
+from lakehouse.gold import commented_field as _field
 
 FACT_SALES = "gold.fact_sales"
 FACT_PAYMENTS = "gold.fact_payments"
@@ -97,10 +98,6 @@ ORDER_COLUMNS = (
     "shipping_city",
     "country",
 )
-
-
-def _field(name: str, data_type, comment: str, *, nullable: bool = True) -> StructField:
-    return StructField(name, data_type, nullable, {"comment": comment})
 
 
 def _key(name: str, comment: str, data_type=None) -> StructField:

@@ -255,6 +255,64 @@ def test_insert_only_merge_adds_files_without_rewriting(spark, path, DeltaTable)
     assert metrics["numTargetFilesRemoved"] == "0"
 
 
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
+
+def idempotent(spark, app_id, txn_version, action):
+    """Run ``action`` the way a foreachBatch function does: with Delta's idempotent-DML confs
+    set for the call only."""
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(txn_version))
+    try:
+        return action()
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
+
+
+def test_dml_with_an_already_committed_transaction_version_changes_nothing(spark, path, DeltaTable):
+    people(spark, path)
+    source = spark.createDataFrame([(1, "ann", 5.0, "x"), (9, "ivy", 90.0, "x")], SOURCE)
+
+    def add_amounts():
+        return (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(source.alias("s"), "t.id = s.id")
+            .whenMatchedUpdate(set={"amount": "t.amount + s.amount"})
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    idempotent(spark, "job-1", 0, add_amounts)
+    once = sorted(spark.read.format("delta").load(path).collect())
+    after_first = version(path)
+    replay = idempotent(spark, "job-1", 0, add_amounts)  # the same batch again: skipped
+    assert replay.first().num_affected_rows == 0
+    assert version(path) == after_first
+    assert sorted(spark.read.format("delta").load(path).collect()) == once
+    idempotent(spark, "job-2", 0, add_amounts)  # another writer's batch 0 is new
+    idempotent(spark, "job-1", 1, lambda: DeltaTable.forPath(spark, path).delete("id = 9"))
+    idempotent(spark, "job-1", 1, lambda: DeltaTable.forPath(spark, path).delete("id = 1"))
+    rows = {r.id: r.amount for r in spark.read.format("delta").load(path).collect()}
+    assert rows[1] == 20.0  # 10 + 5 (job-1 batch 0) + 5 (job-2 batch 0); the replay added none
+    assert 9 not in rows  # job-1 batch 1 ran; its replay (delete id 1) was skipped
+    txns = delta_log.open_table(path).transaction_version("job-1")
+    assert txns == 1
+
+
+def test_idempotent_dml_needs_both_confs(spark, path, DeltaTable):
+    people(spark, path)
+    spark.conf.set(TXN_APP_ID, "job-1")
+    try:
+        with pytest.raises(DeltaError, match="txnVersion must be specified"):
+            DeltaTable.forPath(spark, path).delete("id = 1")
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+    assert spark.read.format("delta").load(path).count() == len(PEOPLE_ROWS)
+
+
 def test_scd2_merge_closes_the_current_row_and_inserts_the_new_one(spark, DeltaTable):
     dims = "customer_id long, city string, is_current boolean, valid_from date, valid_to date"
     spark.createDataFrame(

@@ -180,6 +180,8 @@ def install(spark, root: Path, catalog_name: str) -> LakeCatalog:
         # bronze.x would still read the previous lake's table.
         previous.unregister_all()
     catalog = LakeCatalog(spark, root, catalog_name)
+    spark.conf.set(ROOT_CONF, str(root))
+    spark.conf.set(NAME_CONF, catalog_name)
     try:
         spark._lakehouse_catalog = catalog
     except AttributeError:  # a session class that refuses new attributes
@@ -196,13 +198,52 @@ def catalog_for(spark) -> LakeCatalog | None:
         return found
     if _ACTIVE is not None and _same_session(_ACTIVE.spark, spark):
         return _ACTIVE
+    if _is_connect(spark):
+        return _attach(spark)
     return None
+
+
+# Session confs that carry the lake to another process of the same Spark Connect session: a
+# stream's foreachBatch function runs in a Python process of the server's, with a session of
+# its own on the same server session (its tables and data sources are already registered).
+ROOT_CONF = "spark.lakehouse.embedded.root"
+NAME_CONF = "spark.lakehouse.embedded.catalog"
+
+
+def _attach(spark) -> LakeCatalog | None:
+    global _ACTIVE
+    if getattr(spark, "_lakehouse_no_catalog", False):
+        return None
+    root = spark.conf.get(ROOT_CONF, None)
+    if not root:
+        try:
+            spark._lakehouse_no_catalog = True  # not the embedded engine: ask once
+        except AttributeError:
+            pass
+        return None
+    catalog = LakeCatalog(spark, Path(root), spark.conf.get(NAME_CONF))
+    try:
+        spark._lakehouse_catalog = catalog
+        spark._lakehouse_engine = "embedded"
+    except AttributeError:
+        pass
+    if _ACTIVE is None:
+        _ACTIVE = catalog
+    return catalog
 
 
 def _same_session(a, b) -> bool:
     if a is b:
         return True
-    try:
-        return a.client is b.client  # Spark Connect sessions wrap one client
-    except AttributeError:
-        return False
+    if _is_connect(a) or _is_connect(b):
+        try:
+            return a.client is b.client  # Spark Connect sessions wrap one client
+        except AttributeError:
+            return False
+    # Classic: a stream's foreachBatch hands its function a session cloned from the query's,
+    # a different object on the same SparkContext (one per process).
+    return getattr(a, "_sc", None) is not None and getattr(a, "_sc", None) is getattr(b, "_sc", 0)
+
+
+def _is_connect(spark) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")

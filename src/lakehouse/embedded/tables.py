@@ -937,6 +937,45 @@ def _commit(
     return version
 
 
+TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
+_SKIP = "skip"
+
+
+def _session_transaction(spark, handle) -> tuple[str, int] | str | None:
+    """Delta's idempotent DML: with the session confs ``txnAppId`` and ``txnVersion`` set, a
+    MERGE, UPDATE or DELETE whose (app id, version) the table already committed is skipped, and
+    one that runs records it in the same commit (a ``txn`` action). Returns ``_SKIP``, the
+    pair to record, or None when the confs are not set."""
+    app_id = spark.conf.get(TXN_APP_ID_CONF, None) or None
+    raw = spark.conf.get(TXN_VERSION_CONF, None) or None
+    if app_id is None and raw is None:
+        return None
+    if app_id is None or raw is None:
+        raise DeltaError(
+            "[DELTA_INVALID_IDEMPOTENT_WRITES_OPTIONS] Invalid options for idempotent Delta "
+            f"writes: both {TXN_APP_ID_CONF} and {TXN_VERSION_CONF} must be specified (set "
+            "both, e.g. to the stream's id and the foreachBatch batch id, or unset both)."
+        )
+    try:
+        version = int(raw)
+    except ValueError:
+        raise DeltaError(
+            f"{TXN_VERSION_CONF} must be a whole number (e.g. the foreachBatch batch id), "
+            f"not {raw!r}."
+        ) from None
+    done = handle.transaction_version(app_id)
+    if done is not None and done >= version:
+        return _SKIP
+    return app_id, version
+
+
+def _txn_action(txn: tuple[str, int] | None) -> list[dict]:
+    if txn is None:
+        return []
+    return [{"txn": {"appId": txn[0], "version": txn[1], "lastUpdated": _now_ms()}}]
+
+
 def _maybe_checkpoint(root: str, version: int) -> None:
     table = delta_log.open_table(root)
     interval = int((table.metadata().configuration or {}).get("delta.checkpointInterval", 100))
@@ -1470,6 +1509,9 @@ class _Rewrite:
         started = time.time()
         handle = delta_log.open_table(root)
         snap = delta_log.snapshot(root)
+        txn = _session_transaction(spark, handle)
+        if txn == _SKIP:
+            return
         guard = _guard(root, handle, snap, self.operation, removes=True)
         names = snap.arrow_schema.names
         struct = _spark_schema(snap.arrow_schema)
@@ -1489,7 +1531,7 @@ class _Rewrite:
         }
 
         if self.operation == "DELETE" and self.condition is None:
-            self._delete_all(snap, handle, parameters, started)
+            self._delete_all(snap, handle, parameters, started, txn)
             return
         touched = snap.files
         if self.condition is not None:
@@ -1532,6 +1574,7 @@ class _Rewrite:
             return
         now = _now_ms()
         actions = [_remove_action(f, now) for f in touched] + written.actions(now)
+        actions += _txn_action(txn)
         metrics = {
             "numRemovedFiles": len(touched),
             "numAddedFiles": len(written.adds),
@@ -1551,7 +1594,7 @@ class _Rewrite:
             written.discard(root)
             raise
 
-    def _delete_all(self, snap, handle, parameters, started) -> None:
+    def _delete_all(self, snap, handle, parameters, started, txn=None) -> None:
         if not snap.files:
             return
         rows = 0
@@ -1567,7 +1610,7 @@ class _Rewrite:
         _commit(
             snap.root,
             snap.version,
-            [_remove_action(f, now) for f in snap.files],
+            [_remove_action(f, now) for f in snap.files] + _txn_action(txn),
             "DELETE",
             parameters,
             {
@@ -1743,6 +1786,9 @@ class _Merge:
         spark, root = table._spark, table._location
         handle = delta_log.open_table(root)
         snap = delta_log.snapshot(root)
+        txn = _session_transaction(spark, handle)
+        if txn == _SKIP:
+            return self._result(spark, 0, 0, 0)
         changes = any(c.kind != "not_matched" for c in self.clauses)
         guard = _guard(root, handle, snap, "MERGE", removes=changes)
         alias = table._alias
@@ -1860,6 +1906,7 @@ class _Merge:
             return self._result(spark, 0, 0, 0)
         now = _now_ms()
         actions = [_remove_action(f, now) for f in rewrite] + written.actions(now)
+        actions += _txn_action(txn)
         metrics = {
             "numSourceRows": None,
             "numTargetRowsInserted": inserted,

@@ -835,10 +835,15 @@ def write_files(
             wait = t0 + sent / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        offset = 0
-        if clock == "wall":
-            newest = max((plan.ingest_ms[j] for j, copy in delivery if not copy), default=0)
-            offset = int(time.time() * 1000) - newest if newest else 0
+        # wall clock: the file reaches the stream now; each event keeps its simulated delay
+        now = int(time.time() * 1000) if clock == "wall" else None
+        stamps = {
+            j: (plan.event_ms[j], plan.ingest_ms[j])
+            if now is None
+            else (now - (plan.ingest_ms[j] - plan.event_ms[j]), now)
+            for j, copy in delivery
+            if not copy
+        }
         lines, counts = [], defaultdict(int)
         for j, copy in delivery:
             if copy:
@@ -846,7 +851,7 @@ def write_files(
                 counts["duplicates"] += 1
                 continue
             record = dict(plan.records[j])
-            event, ingest = plan.event_ms[j] + offset, plan.ingest_ms[j] + offset
+            event, ingest = stamps[j]
             emitted_event_ms[j] = event
             ts = iso_ms([event, ingest])
             line_record = {"transaction_id": record.pop("transaction_id")}
@@ -869,7 +874,7 @@ def write_files(
         line_counts.append(len(lines))
         byte_counts.append(len(data))
         if on_file is not None:
-            ingests = [plan.ingest_ms[j] + offset for j, copy in delivery if not copy]
+            ingests = [ingest for _, ingest in stamps.values()]
             first, last = iso_ms([min(ingests), max(ingests)]) if ingests else ("-", "-")
             on_file(FileSummary(f + 1, name, len(lines), first, last, dict(counts)))
 
@@ -943,6 +948,39 @@ def _intact(report: SimulationReport, config: SimulatorConfig) -> bool:
             for p, size in zip(report.paths(), report.file_bytes)
         )
         and len(report.file_names) == config.files
+    )
+
+
+def check_ci_stream(report: SimulationReport, *, scale: str = "tiny", seed: int = 42) -> None:
+    """Raise AssertionError, saying what differs, unless ``report`` is the CI stream of
+    ``scale``/``seed`` (:func:`ci_config`, simulated clock) with every file byte-identical."""
+    import tempfile
+
+    expected = ci_config(scale, seed)
+    wrong = [
+        f"{f.name}={getattr(report.config, f.name)!r} (expected {getattr(expected, f.name)!r})"
+        for f in fields(SimulatorConfig)
+        if getattr(report.config, f.name) != getattr(expected, f.name)
+    ]
+    assert not wrong, (
+        "The stream was written with other options: "
+        + ", ".join(wrong)
+        + f". Call write_files(landing, ci_config(scale={scale!r}, seed={seed!r}))."
+    )
+    assert report.clock == "simulated", (
+        f"The stream was written with clock={report.clock!r}: the CI stream uses the simulated "
+        "clock (the default), so the same seed gives the same bytes."
+    )
+    missing = [p.name for p in report.paths() if not p.is_file()]
+    assert not missing, f"Files of the stream are missing from {report.landing}: {missing}"
+    digest = hashlib.sha256()
+    for p in report.paths():
+        digest.update(p.read_bytes())
+    with tempfile.TemporaryDirectory() as scratch:
+        reference = write_files(scratch, expected)
+    assert digest.hexdigest() == reference.digest, (
+        f"The files in {report.landing} differ from the CI stream: rewrite them with "
+        "write_files(landing, ci_config(...)) and do not edit them by hand."
     )
 
 
@@ -1164,6 +1202,7 @@ __all__ = [
     "FileSummary",
     "SimulationReport",
     "SimulatorConfig",
+    "check_ci_stream",
     "ci_config",
     "clear_landing",
     "ensure_landing",

@@ -1,0 +1,424 @@
+"""Operating streams: one row of metrics per micro-batch in ``ops.stream_metrics``, a live
+watch of a running query, and a graceful stop.
+
+Every micro-batch a query runs ends with a ``StreamingQueryProgress`` (``query.lastProgress``,
+``query.recentProgress``, or a ``StreamingQueryListener``'s ``onQueryProgress``): rows in,
+rows per second, how long each phase took, state size, watermark. :func:`progress_row` flattens
+one into a row of :data:`METRICS_SCHEMA`, and :func:`record_progress` appends rows to
+``ops.stream_metrics`` idempotently (a run id and batch id already there is not inserted
+again), so recording the same progress twice, or after a restart, never double counts.
+
+Example::
+
+    from lakehouse.streaming import operations
+
+    listener = operations.MetricsListener()
+    spark.streams.addListener(listener)           # production: every query of the session
+    query = pipeline.start_bronze(spark, trigger={"processingTime": "2 seconds"})
+    rows = operations.watch(query, seconds=10)    # a live look, one line per batch
+    operations.stop_gracefully(query)
+    spark.streams.removeListener(listener)
+    operations.record_progress(spark, listener.progresses)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.types import (
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from lakehouse.streaming import METRICS
+
+KEY = ("run_id", "batch_id")  # one row per micro-batch of one run of a query
+
+# The phases a micro-batch reports in durationMs, in the order they happen.
+DURATIONS = (
+    "latestOffset",  # asking the source what is new
+    "getBatch",
+    "queryPlanning",
+    "walCommit",  # the offsets written to the checkpoint (the write-ahead log)
+    "addBatch",  # the sink's work: for Delta, writing files and committing
+    "commitOffsets",  # the batch marked done in the checkpoint
+    "triggerExecution",  # the whole trigger
+)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def duration_column(phase: str) -> str:
+    """The METRICS column of a ``durationMs`` phase: ``"addBatch"`` -> ``"add_batch_ms"``."""
+    return f"{_snake(phase)}_ms"
+
+
+METRICS_SCHEMA = StructType(
+    [
+        StructField("query_name", StringType(), True),
+        StructField("query_id", StringType(), False),  # stable across restarts (checkpoint)
+        StructField("run_id", StringType(), False),  # new at every start
+        StructField("batch_id", LongType(), False),
+        StructField("timestamp", TimestampType(), False),  # when the trigger started
+        StructField("num_input_rows", LongType(), False),
+        StructField("input_rows_per_second", DoubleType(), True),
+        StructField("processed_rows_per_second", DoubleType(), True),
+        StructField("batch_duration_ms", LongType(), True),
+        *(StructField(duration_column(phase), LongType(), True) for phase in DURATIONS),
+        StructField("state_rows_total", LongType(), True),
+        StructField("state_rows_updated", LongType(), True),
+        StructField("state_rows_dropped_by_watermark", LongType(), True),
+        StructField("state_memory_bytes", LongType(), True),
+        StructField("watermark", TimestampType(), True),
+        StructField("event_time_max", TimestampType(), True),
+        StructField("sink", StringType(), True),
+        StructField("num_output_rows", LongType(), True),
+        StructField("progress_json", StringType(), False),  # everything, for what is not above
+    ]
+)
+METRICS_COLUMNS = tuple(METRICS_SCHEMA.fieldNames())
+METRICS_COMMENT = (
+    "One row per micro-batch of every recorded streaming query: input rows and rates, phase "
+    "durations, state size and watermark, flattened from StreamingQueryProgress (raw JSON in "
+    "progress_json). Key: run_id + batch_id."
+)
+
+
+# --------------------------------------------------------------------------- progress rows
+
+
+def progress_dict(progress: Any) -> dict:
+    """A progress as a plain dict, whatever its form: a ``StreamingQueryProgress`` (classic or
+    Spark Connect), its ``.json`` string, or a dict already (``lastProgress`` on older
+    versions)."""
+    # First .json: a StreamingQueryProgress is also a Mapping, but of Python objects (UUIDs).
+    text = getattr(progress, "json", None)
+    if isinstance(text, str):
+        return json.loads(text)
+    if isinstance(progress, Mapping):
+        return dict(progress)
+    if isinstance(progress, str):
+        return json.loads(progress)
+    raise TypeError(
+        f"progress_row expects a StreamingQueryProgress, its JSON or a dict, not "
+        f"{type(progress).__name__}: pass query.lastProgress or an item of query.recentProgress"
+    )
+
+
+_NO_WATERMARK = "1970-01-01T00:00:00.000Z"  # what Spark reports before the first watermark
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    if not text or text == _NO_WATERMARK:
+        return None
+    # Spark writes "2026-07-01T00:00:05.123Z"; fromisoformat reads the Z from Python 3.11.
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+
+
+def _number(value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number:  # NaN: a rate over an empty interval
+        return None
+    return int(number) if kind is int else number
+
+
+def _state_sum(operators: list[dict], field: str) -> int | None:
+    values = [op.get(field) for op in operators if op.get(field) is not None]
+    return int(sum(values)) if values else None
+
+
+def progress_row(progress: Any) -> dict:
+    """One micro-batch's progress as a row of :data:`METRICS_SCHEMA` (a dict keyed by column).
+
+    Durations come from ``durationMs`` (a phase the batch did not run is None), state from
+    ``stateOperators`` (summed over the query's stateful operators; None for a stateless
+    query), the watermark and latest event time from ``eventTime``.
+
+    >>> row = progress_row(query.lastProgress)      # doctest: +SKIP
+    >>> row["batch_id"], row["num_input_rows"], row["add_batch_ms"]
+    (3, 200, 812)
+    """
+    p = progress_dict(progress)
+    missing = [k for k in ("id", "runId", "batchId", "timestamp") if k not in p]
+    if missing:
+        raise ValueError(
+            f"progress_row: the progress has no {missing}: pass a StreamingQueryProgress "
+            "(query.lastProgress), not a query status (query.status)"
+        )
+    durations = p.get("durationMs") or {}
+    operators = p.get("stateOperators") or []
+    event_time = p.get("eventTime") or {}
+    sink = p.get("sink") or {}
+    row = {
+        "query_name": p.get("name"),
+        "query_id": str(p["id"]),
+        "run_id": str(p["runId"]),
+        "batch_id": int(p["batchId"]),
+        "timestamp": _timestamp(p["timestamp"]),
+        "num_input_rows": int(p.get("numInputRows") or 0),
+        "input_rows_per_second": _number(p.get("inputRowsPerSecond"), float),
+        "processed_rows_per_second": _number(p.get("processedRowsPerSecond"), float),
+        "batch_duration_ms": _number(p.get("batchDuration"), int),
+        **{duration_column(phase): _number(durations.get(phase), int) for phase in DURATIONS},
+        "state_rows_total": _state_sum(operators, "numRowsTotal"),
+        "state_rows_updated": _state_sum(operators, "numRowsUpdated"),
+        "state_rows_dropped_by_watermark": _state_sum(operators, "numRowsDroppedByWatermark"),
+        "state_memory_bytes": _state_sum(operators, "memoryUsedBytes"),
+        "watermark": _timestamp(event_time.get("watermark")),
+        "event_time_max": _timestamp(event_time.get("max")),
+        "sink": sink.get("description"),
+        "num_output_rows": _number(sink.get("numOutputRows"), int),
+        "progress_json": json.dumps(p, sort_keys=True),
+    }
+    return row
+
+
+def _progresses_of(item: Any) -> list:
+    # A StreamingQuery gives all its recent progress; anything else is one progress.
+    if hasattr(item, "recentProgress") and hasattr(item, "runId"):
+        return list(item.recentProgress)
+    return [item]
+
+
+def progress_rows(queries_or_progresses: Any) -> list[dict]:
+    """Rows for a query (its ``recentProgress``), a progress, or an iterable mixing both;
+    one row per (run id, batch id), in batch order."""
+    items = queries_or_progresses
+    if hasattr(items, "recentProgress") or isinstance(items, str | Mapping):
+        items = [items]
+    elif not isinstance(items, Iterable):
+        items = [items]
+    rows: dict[tuple, dict] = {}
+    for item in items:
+        for progress in _progresses_of(item):
+            row = progress_row(progress)
+            rows.setdefault((row["run_id"], row["batch_id"]), row)
+    return sorted(rows.values(), key=lambda r: (r["timestamp"], r["run_id"], r["batch_id"]))
+
+
+def metrics_df(spark: SparkSession, rows: Iterable[Mapping]) -> DataFrame:
+    """Rows of :func:`progress_row` as a DataFrame of :data:`METRICS_SCHEMA`."""
+    return spark.createDataFrame(
+        [tuple(row.get(c) for c in METRICS_COLUMNS) for row in rows], METRICS_SCHEMA
+    )
+
+
+# --------------------------------------------------------------------------- the metrics table
+
+
+def create_metrics_table(spark: SparkSession, table: str = METRICS) -> None:
+    """Create ``ops.stream_metrics`` (schema :data:`METRICS_SCHEMA`) unless it exists."""
+    from lakehouse.tables import DeltaTable
+
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    (
+        DeltaTable.createIfNotExists(spark)
+        .tableName(table)
+        .addColumns(METRICS_SCHEMA)
+        .comment(METRICS_COMMENT)
+        .execute()
+    )
+
+
+def record_progress(spark: SparkSession, queries_or_progresses: Any, table: str = METRICS) -> int:
+    """Append the progress of queries (their ``recentProgress``) or progress objects to
+    ``ops.stream_metrics``; returns the number of micro-batches offered.
+
+    Idempotent: an insert-only MERGE on (run_id, batch_id), so recording the same progress
+    again (a notebook rerun, a listener flushed twice) adds nothing.
+
+    >>> record_progress(spark, [bronze_query, silver_query])      # doctest: +SKIP
+    6
+    """
+    from lakehouse.tables import DeltaTable
+
+    rows = progress_rows(queries_or_progresses)
+    create_metrics_table(spark, table)
+    if not rows:
+        return 0
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
+    (
+        DeltaTable.forName(spark, table)
+        .alias("t")
+        .merge(metrics_df(spark, rows).alias("s"), condition)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- listener
+
+
+class MetricsListener(StreamingQueryListener):
+    """Collects every micro-batch's progress of every query of the session, as it happens.
+
+    A listener is the production way to collect metrics: nothing polls, no batch is missed,
+    and one registration covers every query. Its callbacks run on the listener bus (on the
+    client under Spark Connect), so they must be quick: this one only keeps the progress;
+    :meth:`flush` writes them to ``ops.stream_metrics`` with :func:`record_progress`.
+
+    >>> listener = MetricsListener()                     # doctest: +SKIP
+    >>> spark.streams.addListener(listener)
+    >>> ...                                              # run queries
+    >>> spark.streams.removeListener(listener)
+    >>> listener.flush(spark)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.progresses: list[dict] = []
+        self.started: list[str] = []
+        self.terminated: list[dict] = []
+
+    def onQueryStarted(self, event) -> None:  # noqa: N802 - Spark's callback name
+        with self._lock:
+            self.started.append(str(event.id))
+
+    def onQueryProgress(self, event) -> None:  # noqa: N802
+        progress = progress_dict(event.progress)
+        with self._lock:
+            self.progresses.append(progress)
+
+    def onQueryIdle(self, event) -> None:  # noqa: N802
+        pass
+
+    def onQueryTerminated(self, event) -> None:  # noqa: N802
+        with self._lock:
+            self.terminated.append({"id": str(event.id), "exception": event.exception})
+
+    def rows(self) -> list[dict]:
+        """The collected progress as rows of :data:`METRICS_SCHEMA`."""
+        with self._lock:
+            progresses = list(self.progresses)
+        return progress_rows(progresses)
+
+    def wait_for(self, query, batches: int = 1, timeout: float = 30.0) -> bool:
+        """Wait until the listener has seen ``batches`` progress of ``query`` (events arrive
+        asynchronously, a little after the batch). True if it did within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        run_id = str(query.runId)
+        while time.monotonic() < deadline:
+            with self._lock:
+                seen = sum(1 for p in self.progresses if str(p.get("runId")) == run_id)
+            if seen >= batches:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def flush(self, spark: SparkSession, table: str = METRICS) -> int:
+        """Record what was collected (idempotent) and forget it; returns the rows offered."""
+        with self._lock:
+            progresses, self.progresses = self.progresses, []
+        return record_progress(spark, progresses, table)
+
+
+# --------------------------------------------------------------------------- live runs
+
+
+def _line(row: Mapping) -> str:
+    rate = row["processed_rows_per_second"]
+    state = row["state_rows_total"]
+    parts = [
+        f"{row['query_name'] or row['query_id'][:8]} batch {row['batch_id']}:",
+        f"{row['num_input_rows']:,} rows",
+        f"{rate:,.0f} rows/s" if rate is not None else "",
+        f"{(row['trigger_execution_ms'] or 0) / 1000:.1f} s",
+        f"state {state:,} rows" if state is not None else "",
+    ]
+    return " ".join(p for p in parts if p)
+
+
+def watch(query, *, seconds: float, every: float = 1.0, show: bool = True) -> list[dict]:
+    """Follow a running query for ``seconds``: poll ``lastProgress`` every ``every`` seconds
+    and print one line per new micro-batch (rows, rows/s, duration, state). Batches that ran
+    between two polls are taken from ``recentProgress``. Returns the rows seen, in order.
+    Stops early if the query ends; raises its exception if it failed.
+
+    >>> rows = watch(query, seconds=10)        # doctest: +SKIP
+    payments_bronze batch 3: 1,000 rows 812 rows/s 1.2 s
+    """
+    if seconds <= 0 or every <= 0:
+        raise ValueError(f"watch: seconds ({seconds}) and every ({every}) must be positive")
+    seen: dict[tuple, dict] = {}
+    deadline = time.monotonic() + seconds
+    while True:
+        active = query.isActive
+        latest = query.lastProgress
+        if latest is not None and _key(latest) not in seen:
+            # recentProgress ends with lastProgress and holds batches that ran between polls
+            for progress in [*query.recentProgress, latest]:
+                row = progress_row(progress)
+                if (row["run_id"], row["batch_id"]) not in seen:
+                    seen[(row["run_id"], row["batch_id"])] = row
+                    if show:
+                        print(_line(row), flush=True)
+        if not active or time.monotonic() >= deadline:
+            break
+        time.sleep(min(every, max(0.0, deadline - time.monotonic())))
+    if not query.isActive and query.exception() is not None:
+        raise query.exception()
+    return sorted(seen.values(), key=lambda r: (r["timestamp"], r["batch_id"]))
+
+
+def _key(progress: Any) -> tuple:
+    p = progress_dict(progress)
+    return (str(p.get("runId")), int(p.get("batchId", -1)))
+
+
+def stop_gracefully(query, timeout: float = 60.0, poll: float = 0.2) -> bool:
+    """Stop ``query`` between two micro-batches: wait until no trigger is running (the current
+    batch committed), then ``stop()``. After ``timeout`` seconds stop anyway: the interrupted
+    batch is not marked done in the checkpoint and is redone, idempotently, at the next start.
+    Returns True when the stop came between batches.
+
+    ``query.stop()`` itself waits up to ``spark.sql.streaming.stopTimeout`` for the query's
+    thread to end (0 = forever)."""
+    deadline = time.monotonic() + timeout
+    between = False
+    while query.isActive and time.monotonic() < deadline:
+        status = query.status
+        if not status["isTriggerActive"] and status["message"] != "Initializing sources":
+            between = True
+            break
+        time.sleep(poll)
+    if query.isActive:
+        query.stop()
+    return between
+
+
+__all__ = [
+    "DURATIONS",
+    "KEY",
+    "METRICS",
+    "METRICS_COLUMNS",
+    "METRICS_SCHEMA",
+    "MetricsListener",
+    "create_metrics_table",
+    "duration_column",
+    "metrics_df",
+    "progress_dict",
+    "progress_row",
+    "progress_rows",
+    "record_progress",
+    "stop_gracefully",
+    "watch",
+]

@@ -194,8 +194,9 @@ HIGH_AMOUNT_USD = 5000
 NIGHT_START_HOUR = 0
 NIGHT_END_HOUR = 5  # exclusive: 05:00 is morning
 # rule_above_customer_average: far above what this customer usually spends (their average
-# approved payment in the June history). A customer without history never hits it: no baseline
-# means no evidence, and the other rules still apply.
+# payment in the June history, approved or declined: every attempt shows the card's habits).
+# A customer without history never hits it: no baseline means no evidence, and the other
+# rules still apply.
 CUSTOMER_AVERAGE_MULTIPLE = 5
 
 FRAUD_RULES: dict[str, str] = {
@@ -205,7 +206,7 @@ FRAUD_RULES: dict[str, str] = {
         f"{NIGHT_END_HOUR:02d}:00)"
     ),
     "above_customer_average": (
-        f"amount_usd > {CUSTOMER_AVERAGE_MULTIPLE} x the customer's average approved payment "
+        f"amount_usd > {CUSTOMER_AVERAGE_MULTIPLE} x the customer's average payment "
         "(June history); false without history"
     ),
 }
@@ -466,8 +467,8 @@ def local_time(ts: str | Column, city: str | Column) -> Column:
 
 def customer_profiles(spark: SparkSession) -> DataFrame:
     """One row per CRM customer: ``customer_id``, ``home_country`` (silver.customers'
-    ``country``), ``avg_amount_usd`` (average approved payment in USD in the batch history
-    ``silver.payments``, June 2026; NULL without one) and ``txn_count`` (approved payments).
+    ``country``), ``avg_amount_usd`` (average payment in USD, approved or declined, in the batch
+    history ``silver.payments``, June 2026; NULL without one) and ``txn_count`` (its payments).
 
     Builds the two Silver tables if missing (``lakehouse.gold.ensure_silver_inputs``)."""
     from lakehouse.config import settings
@@ -482,8 +483,7 @@ def customer_profiles(spark: SparkSession) -> DataFrame:
 def profiles_from(customers_df: DataFrame, payments_df: DataFrame) -> DataFrame:
     """:func:`customer_profiles` from the two frames (the testable part)."""
     history = (
-        payments_df.where(F.col("status") == "approved")
-        .transform(with_amount_usd)
+        payments_df.transform(with_amount_usd)
         .groupBy("customer_id")
         .agg(F.avg("amount_usd").alias("avg_amount_usd"), F.count("*").alias("txn_count"))
     )

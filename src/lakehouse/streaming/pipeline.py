@@ -92,6 +92,9 @@ BRONZE_SCHEMA = StructType(
 )
 
 VALIDATION_ERRORS = "_validation_errors"
+# The simulator's defect classes that make a row invalid (the rest, duplicates, late and
+# out-of-order events, are valid rows that dedup and watermarks deal with).
+QUARANTINE_DEFECT_CLASSES = ("malformed_rows", "null_required", "negative_amounts")
 QUARANTINE_SCHEMA = StructType(
     [*BRONZE_SCHEMA.fields, StructField(VALIDATION_ERRORS, ArrayType(StringType(), False))]
 )
@@ -441,9 +444,12 @@ def deduplicate(df: DataFrame) -> DataFrame:
 
     On a stream the ids seen are kept in state until the watermark (max ingest_ts seen minus
     :data:`DEDUP_WATERMARK`) passes them, so state stays bounded; a redelivery arriving in a
-    later micro-batch within that time is still removed. On a batch frame it is a plain
-    ``dropDuplicates`` on the key."""
+    later micro-batch within that time is still removed. On a batch frame (a test, a backfill)
+    it is ``dropDuplicates`` on the key: Spark accepts ``dropDuplicatesWithinWatermark`` on
+    streams only, and a batch sees every row at once anyway."""
     _require(df, [*DEDUP_KEY, "ingest_ts"], "the frame to deduplicate", "parse it first")
+    if not df.isStreaming:
+        return df.dropDuplicates(list(DEDUP_KEY))
     return df.withWatermark("ingest_ts", DEDUP_WATERMARK).dropDuplicatesWithinWatermark(
         list(DEDUP_KEY)
     )
@@ -699,12 +705,15 @@ def _forget_orphan_checkpoints(spark: SparkSession) -> None:
             streaming.reset_checkpoint(spark, stream)
 
 
-def run_streams(spark: SparkSession, *, landing: str | None = None) -> None:
+def run_streams(
+    spark: SparkSession, *, landing: str | None = None, profiles_df: DataFrame | None = None
+) -> None:
     """One available-now run of the three streams: Bronze, then Silver and the quarantine.
-    Files already read are not read again, so a rerun without new files changes nothing."""
+    Files already read are not read again, so a rerun without new files changes nothing.
+    ``profiles_df`` defaults to :func:`customer_profiles`."""
     _forget_orphan_checkpoints(spark)
     await_all([start_bronze(spark, landing=landing)])
-    await_all(start_silver(spark))
+    await_all(start_silver(spark, profiles_df=profiles_df))
     _refresh(spark)
 
 
@@ -807,7 +816,7 @@ def check_counts(counts: Mapping[str, int]) -> None:
         + (
             "rows are missing: a valid row dropped by the watermark, or invalid rows not "
             "written to the quarantine"
-            if accounted > bronze_rows
+            if accounted < bronze_rows
             else "Silver has extra rows: dedup on transaction_id (not the whole row), and "
             "quarantine only rows with _validation_errors"
         )
@@ -861,6 +870,7 @@ __all__ = [
     "DEDUP_WATERMARK",
     "FRAUD_RULES",
     "NEAR_THRESHOLD_USD",
+    "QUARANTINE_DEFECT_CLASSES",
     "QUARANTINE_SCHEMA",
     "RAW_SCHEMA",
     "REPORTING_THRESHOLD_USD",

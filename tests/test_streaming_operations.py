@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -256,3 +257,106 @@ def test_watch_follows_a_live_query_and_stop_gracefully_stops_between_batches(
 def test_watch_rejects_a_non_positive_duration(stateless_query):
     with pytest.raises(ValueError, match="must be positive"):
         operations.watch(stateless_query, seconds=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Restarts and the failure drill
+# ------------------------------------------------------------------------------------------------
+def test_deliver_files_copies_whole_files_oldest_first_and_once(source, tmp_path):
+    files = sorted(Path(source).glob("events_*.json"))
+    landing = tmp_path / "landing"
+    delivered = operations.deliver_files(files, landing)
+    assert [Path(p).name for p in delivered] == [f.name for f in files]
+    assert [(landing / f.name).read_bytes() for f in files] == [f.read_bytes() for f in files]
+    times = [(landing / f.name).stat().st_mtime for f in files]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert not list(landing.glob(".*")), "a staging file was left behind"
+    assert operations.deliver_files(files, landing) == []  # already there: left alone
+
+
+def test_checkpoint_batches_of_a_missing_checkpoint_is_empty(tmp_path):
+    assert operations.checkpoint_batches(tmp_path / "none") == {"planned": [], "committed": []}
+
+
+def idempotent_append(path):
+    """A foreachBatch append made idempotent with Delta's txnAppId/txnVersion writer options."""
+
+    def append(batch_df, batch_id):
+        (
+            batch_df.write.format("delta")
+            .option("txnAppId", "operations-drill")
+            .option("txnVersion", batch_id)
+            .mode("append")
+            .save(path)
+        )
+
+    return append
+
+
+def raise_before(foreach_batch, batch_id):
+    """The wrong drill: it fails before the write, so nothing is left to replay."""
+
+    def run(batch_df, current):
+        if current == batch_id:
+            raise RuntimeError(f"{operations.INJECTED_FAILURE} before the write")
+        foreach_batch(batch_df, current)
+
+    return run
+
+
+def latest_version(spark, path):
+    from lakehouse import DeltaTable
+
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def run_drill(spark, source, tmp_path, foreach_batch):
+    query = (
+        read_source(spark, source)
+        .writeStream.foreachBatch(foreach_batch)
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    with pytest.raises(Exception, match=operations.INJECTED_FAILURE):
+        query.awaitTermination()
+    return query
+
+
+def test_a_failure_after_the_write_is_replayed_and_skipped(spark, source, tmp_path):
+    sink = str(tmp_path / "sink")
+    spark.createDataFrame([], EVENTS).write.format("delta").save(sink)
+    append = idempotent_append(sink)
+    before = latest_version(spark, sink)
+    run_drill(spark, source, tmp_path, operations.fail_after(append, batch_id=1))
+    failed = latest_version(spark, sink)
+    checkpoint = tmp_path / "checkpoint"
+    assert operations.checkpoint_batches(checkpoint) == {"planned": [0, 1], "committed": [0]}
+    operations.check_failed_after_commit(before, failed, checkpoint, 1)
+
+    # The restart replays batch 1; the sink already holds (app id, 1) and commits nothing.
+    query = (
+        read_source(spark, source)
+        .writeStream.foreachBatch(append)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    assert latest_version(spark, sink) == failed
+    assert operations.checkpoint_batches(checkpoint)["committed"] == [0, 1]
+    ids = sorted(r.id for r in spark.read.format("delta").load(sink).select("id").collect())
+    assert ids == list(range(12))
+
+
+def test_the_drill_check_catches_a_failure_before_the_write(spark, source, tmp_path):
+    sink = str(tmp_path / "sink")
+    spark.createDataFrame([], EVENTS).write.format("delta").save(sink)
+    before = latest_version(spark, sink)
+    run_drill(spark, source, tmp_path, raise_before(idempotent_append(sink), batch_id=0))
+    with pytest.raises(AssertionError, match="the failure came before the MERGE"):
+        operations.check_failed_after_commit(
+            before, latest_version(spark, sink), tmp_path / "checkpoint", 0
+        )
+    with pytest.raises(AssertionError, match="never planned batch 1"):
+        operations.check_failed_after_commit(before, before + 1, tmp_path / "checkpoint", 1)

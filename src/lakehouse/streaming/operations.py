@@ -24,10 +24,13 @@ Example::
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -405,15 +408,103 @@ def stop_gracefully(query, timeout: float = 60.0, poll: float = 0.2) -> bool:
     return between
 
 
+# --------------------------------------------------------------------------- restarts and drills
+
+
+def deliver_files(paths: Iterable[str | os.PathLike], landing: str | os.PathLike) -> list[str]:
+    """Drop files into ``landing`` the way a producer does: each copied under a hidden name and
+    renamed once complete (a stream never reads half a file), with increasing modification
+    times in the order given (a file stream, ``maxFilesPerTrigger`` included, takes the oldest
+    first). Files already there are left alone. Returns the files delivered by this call."""
+    target_dir = Path(landing)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    delivered = []
+    stamp = time.time()
+    for number, source in enumerate(map(Path, paths)):
+        target = target_dir / source.name
+        if target.exists():
+            continue
+        staging = target_dir / f".{source.name}.delivering"
+        shutil.copyfile(source, staging)
+        os.utime(staging, (stamp + number * 0.01, stamp + number * 0.01))
+        os.replace(staging, target)
+        delivered.append(str(target))
+    return delivered
+
+
+def checkpoint_batches(checkpoint: str | os.PathLike) -> dict[str, list[int]]:
+    """What a query's checkpoint records: ``planned``, the batch ids in ``offsets/`` (the
+    write-ahead log: written before a batch runs) and ``committed``, those in ``commits/``
+    (written after the sink committed). A batch planned and not committed is redone, with the
+    same id and the same data, at the next start."""
+    root = Path(checkpoint)
+
+    def ids(folder: str) -> list[int]:
+        path = root / folder
+        return (
+            sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
+        )
+
+    return {"planned": ids("offsets"), "committed": ids("commits")}
+
+
+INJECTED_FAILURE = "Injected failure"
+
+
+def fail_after(foreach_batch, batch_id: int):
+    """Wrap a ``foreachBatch`` function so that it raises after it has done its work on
+    ``batch_id``: the sink's commit landed, the checkpoint never records the batch. The worst
+    moment for a stream to die, for a failure drill.
+
+    >>> drill = fail_after(upsert.upsert_risk_windows(app_id), batch_id=1)   # doctest: +SKIP
+    """
+
+    def run(batch_df, current_batch_id: int) -> None:
+        foreach_batch(batch_df, current_batch_id)
+        if current_batch_id == batch_id:
+            raise RuntimeError(
+                f"{INJECTED_FAILURE} after batch {current_batch_id} was written, before the "
+                "checkpoint recorded it"
+            )
+
+    return run
+
+
+def check_failed_after_commit(
+    versions_before: int, versions_after: int, checkpoint: str | os.PathLike, batch_id: int
+) -> None:
+    """Assert that a drill failed at the worst moment: the table gained a commit during the
+    failed run (the batch's MERGE landed) and the checkpoint planned ``batch_id`` without
+    committing it. ``versions_*`` are the table's latest version before and after the run."""
+    batches = checkpoint_batches(checkpoint)
+    assert batch_id in batches["planned"], (
+        f"The checkpoint never planned batch {batch_id} (planned: {batches['planned']}): the "
+        "stream failed before reaching it. Fail on the batch id the drill names."
+    )
+    assert batch_id not in batches["committed"], (
+        f"The checkpoint committed batch {batch_id}: the stream did not fail in that batch. "
+        "Raise from the foreachBatch function when batch_id is the drill's batch."
+    )
+    assert versions_after > versions_before, (
+        f"The table is still at version {versions_before}: the failure came before the MERGE. "
+        "Call the upsert first, then raise: the drill is a failure after the sink's commit."
+    )
+
+
 __all__ = [
     "DURATIONS",
+    "INJECTED_FAILURE",
     "KEY",
     "METRICS",
     "METRICS_COLUMNS",
     "METRICS_SCHEMA",
     "MetricsListener",
+    "check_failed_after_commit",
+    "checkpoint_batches",
     "create_metrics_table",
+    "deliver_files",
     "duration_column",
+    "fail_after",
     "metrics_df",
     "progress_dict",
     "progress_row",

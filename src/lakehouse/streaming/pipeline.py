@@ -455,6 +455,53 @@ def deduplicate(df: DataFrame) -> DataFrame:
     )
 
 
+def logical_plan(df: DataFrame) -> str:
+    """The parsed logical plan of ``df`` as Spark prints it (``explain(mode="extended")``),
+    classic or Spark Connect alike."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        df.explain(mode="extended")
+    text = out.getvalue()
+    return text.split("== Analyzed Logical Plan ==")[0]
+
+
+def check_deduplicate(deduplicated_df: DataFrame) -> None:
+    """Assert a streaming frame drops redeliveries the bounded way: a watermark of
+    :data:`DEDUP_WATERMARK` on ``ingest_ts`` and ``dropDuplicatesWithinWatermark`` keyed on
+    ``transaction_id`` alone. Raises ``AssertionError`` saying what to change."""
+    import re
+
+    assert deduplicated_df.isStreaming, (
+        "Pass the deduplicated *streaming* frame (built on spark.readStream...): "
+        "dropDuplicatesWithinWatermark is a streaming operator"
+    )
+    plan = logical_plan(deduplicated_df)
+    dedup = re.search(r"(Deduplicate\w*) \[([^\]]*)\]", plan)
+    assert dedup is not None, "No deduplication in the plan: call dropDuplicatesWithinWatermark"
+    operator, keys = dedup.group(1), re.sub(r"#\d+", "", dedup.group(2)).split(", ")
+    assert operator == "DeduplicateWithinWatermark", (
+        f"The plan deduplicates with {operator}: dropDuplicates keeps every id seen in state "
+        "forever; use dropDuplicatesWithinWatermark, whose state the watermark bounds"
+    )
+    assert keys == list(DEDUP_KEY), (
+        f"Deduplication is keyed on {keys}: key it on {list(DEDUP_KEY)} only (a redelivery "
+        "differs from the first delivery in its lineage columns)"
+    )
+    mark = re.search(r"EventTimeWatermark [^,]+, (\w+)#\d+: timestamp, ([^\n]+)", plan)
+    assert mark is not None, (
+        f'No watermark: call withWatermark("ingest_ts", "{DEDUP_WATERMARK}") before '
+        "dropDuplicatesWithinWatermark"
+    )
+    assert (mark.group(1), mark.group(2).strip()) == ("ingest_ts", DEDUP_WATERMARK), (
+        f"The watermark is {mark.group(2).strip()!r} on {mark.group(1)!r}: use "
+        f'withWatermark("ingest_ts", "{DEDUP_WATERMARK}") (arrival time: a late event_ts must '
+        "not make an event look too old to keep)"
+    )
+
+
 # --------------------------------------------------------------------------- enrichment
 
 
@@ -877,6 +924,7 @@ __all__ = [
     "SILVER_SCHEMA",
     "check_against_truth",
     "check_counts",
+    "check_deduplicate",
     "customer_profiles",
     "deduplicate",
     "ensure_silver",

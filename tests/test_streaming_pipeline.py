@@ -530,3 +530,55 @@ def test_counts_catch_a_dropped_quarantine(spark, simulated, simulated_bronze):
     p.check_counts(counts)
     with pytest.raises(AssertionError, match="rows are missing"):
         p.check_counts({**counts, "quarantined_rows": 0})
+
+
+@pytest.fixture
+def parsed_stream(spark, tmp_path):
+    (tmp_path / "events_0001.json").write_text(_line("a", "00:10:00", "00:10:01") + "\n")
+    return (
+        p.read_landing(spark, str(tmp_path))
+        .transform(p.with_validation_errors)
+        .transform(p.valid)
+        .transform(p.parse_events)
+    )
+
+
+def test_check_deduplicate_passes_the_reference(parsed_stream):
+    p.check_deduplicate(parsed_stream.transform(p.deduplicate))
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (
+            lambda df: df.withWatermark("ingest_ts", "15 minutes").dropDuplicates(
+                ["transaction_id"]
+            ),
+            "dropDuplicates keeps every id",
+        ),
+        (
+            lambda df: df.withWatermark("ingest_ts", "15 minutes").dropDuplicatesWithinWatermark(),
+            "keyed on .*'_source_file'",
+        ),
+        (
+            lambda df: df.withWatermark("event_ts", "15 minutes").dropDuplicatesWithinWatermark(
+                ["transaction_id"]
+            ),
+            "on 'event_ts'",
+        ),
+        (
+            lambda df: df.withWatermark("ingest_ts", "2 hours").dropDuplicatesWithinWatermark(
+                ["transaction_id"]
+            ),
+            "'2 hours'",
+        ),
+    ],
+)
+def test_check_deduplicate_catches_wrong_dedup(parsed_stream, wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        p.check_deduplicate(wrong(parsed_stream))
+
+
+def test_check_deduplicate_wants_a_stream(spark):
+    with pytest.raises(AssertionError, match="streaming"):
+        p.check_deduplicate(raw(spark, {}).transform(p.parse_events).transform(p.deduplicate))

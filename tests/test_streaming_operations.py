@@ -157,6 +157,25 @@ def test_progress_row_treats_missing_phases_and_nan_rates_as_null():
     assert row["sink"] is None and row["state_rows_total"] is None
 
 
+def test_progress_row_sums_the_sources_when_the_totals_are_absent():
+    # Spark Connect's progress JSON carries the rows and rates per source only.
+    row = progress_row(
+        {
+            "id": "q",
+            "runId": "r",
+            "batchId": 3,
+            "timestamp": "2026-07-01T00:00:00.000Z",
+            "sources": [
+                {"numInputRows": 100, "inputRowsPerSecond": 50.0, "processedRowsPerSecond": 80.0},
+                {"numInputRows": 20, "inputRowsPerSecond": "NaN", "processedRowsPerSecond": 20.0},
+            ],
+        }
+    )
+    assert row["num_input_rows"] == 120
+    assert row["input_rows_per_second"] == 50.0
+    assert row["processed_rows_per_second"] == 100.0
+
+
 def test_progress_row_names_what_to_pass_instead(stateless_query):
     with pytest.raises(ValueError, match=r"not a query status \(query.status\)"):
         progress_row(stateless_query.status)

@@ -143,6 +143,16 @@ def _number(value: Any, kind: type) -> Any:
     return int(number) if kind is int else number
 
 
+def _total(p: dict, field: str) -> Any:
+    # Spark Connect's progress JSON leaves out the query-level totals (the Python object
+    # computes them from the sources): sum the sources' values when the total is absent.
+    if p.get(field) is not None:
+        return p[field]
+    values = [s.get(field) for s in p.get("sources") or [] if s.get(field) is not None]
+    numbers = [v for v in (_number(v, float) for v in values) if v is not None]
+    return sum(numbers) if numbers else None
+
+
 def _state_sum(operators: list[dict], field: str) -> int | None:
     values = [op.get(field) for op in operators if op.get(field) is not None]
     return int(sum(values)) if values else None
@@ -176,9 +186,9 @@ def progress_row(progress: Any) -> dict:
         "run_id": str(p["runId"]),
         "batch_id": int(p["batchId"]),
         "timestamp": _timestamp(p["timestamp"]),
-        "num_input_rows": int(p.get("numInputRows") or 0),
-        "input_rows_per_second": _number(p.get("inputRowsPerSecond"), float),
-        "processed_rows_per_second": _number(p.get("processedRowsPerSecond"), float),
+        "num_input_rows": int(_total(p, "numInputRows") or 0),
+        "input_rows_per_second": _number(_total(p, "inputRowsPerSecond"), float),
+        "processed_rows_per_second": _number(_total(p, "processedRowsPerSecond"), float),
         "batch_duration_ms": _number(p.get("batchDuration"), int),
         **{duration_column(phase): _number(durations.get(phase), int) for phase in DURATIONS},
         "state_rows_total": _state_sum(operators, "numRowsTotal"),

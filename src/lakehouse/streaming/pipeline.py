@@ -673,6 +673,44 @@ def quarantine_events(df: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------- Silver streams
 
 
+def start_silver_events(
+    spark: SparkSession,
+    *,
+    trigger: Mapping | None = None,
+    profiles_df: DataFrame | None = None,
+):
+    """Start the Silver query: ``bronze.payment_events`` (``readStream.table``) through
+    :func:`silver_events` into ``silver.payment_events``, checkpoint
+    ``streaming.checkpoint(spark, "silver")``. Returns the StreamingQuery."""
+    if not spark.catalog.tableExists(streaming.BRONZE):
+        raise ValueError(f"{streaming.BRONZE} does not exist: run start_bronze(spark) first")
+    profiles_df = profiles_df if profiles_df is not None else customer_profiles(spark)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {streaming.SILVER.split('.')[0]}")
+    return _start(
+        spark.readStream.table(streaming.BRONZE).transform(silver_events(profiles_df)),
+        streaming.SILVER,
+        streaming.checkpoint(spark, "silver"),
+        trigger,
+        "payments_silver",
+    )
+
+
+def start_quarantine(spark: SparkSession, *, trigger: Mapping | None = None):
+    """Start the quarantine query: ``bronze.payment_events`` through
+    :func:`quarantine_events` into ``silver.payment_events_quarantine``, checkpoint
+    ``streaming.checkpoint(spark, "quarantine")``. Returns the StreamingQuery."""
+    if not spark.catalog.tableExists(streaming.BRONZE):
+        raise ValueError(f"{streaming.BRONZE} does not exist: run start_bronze(spark) first")
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {streaming.QUARANTINE.split('.')[0]}")
+    return _start(
+        spark.readStream.table(streaming.BRONZE).transform(quarantine_events),
+        streaming.QUARANTINE,
+        streaming.checkpoint(spark, "quarantine"),
+        trigger,
+        "payments_quarantine",
+    )
+
+
 def start_silver(
     spark: SparkSession,
     *,
@@ -683,29 +721,13 @@ def start_silver(
     (checkpoint ``streaming.checkpoint(spark, "silver")``) and the quarantine (checkpoint
     ``"quarantine"``). Two queries, two checkpoints: each sink commits its own progress, and
     the quarantine never waits for Silver's state. Returns ``(silver_query,
-    quarantine_query)``.
+    quarantine_query)`` (for a live run; :func:`run_streams` runs them one after the other).
 
     >>> for q in start_silver(spark): q.awaitTermination()     # doctest: +SKIP
     """
-    if not spark.catalog.tableExists(streaming.BRONZE):
-        raise ValueError(f"{streaming.BRONZE} does not exist: run start_bronze(spark) first")
-    profiles_df = profiles_df if profiles_df is not None else customer_profiles(spark)
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {streaming.SILVER.split('.')[0]}")
-    silver_query = _start(
-        spark.readStream.table(streaming.BRONZE).transform(silver_events(profiles_df)),
-        streaming.SILVER,
-        streaming.checkpoint(spark, "silver"),
-        trigger,
-        "payments_silver",
-    )
+    silver_query = start_silver_events(spark, trigger=trigger, profiles_df=profiles_df)
     try:
-        quarantine_query = _start(
-            spark.readStream.table(streaming.BRONZE).transform(quarantine_events),
-            streaming.QUARANTINE,
-            streaming.checkpoint(spark, "quarantine"),
-            trigger,
-            "payments_quarantine",
-        )
+        quarantine_query = start_quarantine(spark, trigger=trigger)
     except Exception:
         silver_query.stop()
         raise
@@ -759,8 +781,11 @@ def run_streams(
     Files already read are not read again, so a rerun without new files changes nothing.
     ``profiles_df`` defaults to :func:`customer_profiles`."""
     _forget_orphan_checkpoints(spark)
+    # One query at a time: each start launches Python processes for the Delta source, and on a
+    # busy 2-core machine two launching at once can miss Spark's connect-back timeout.
     await_all([start_bronze(spark, landing=landing)])
-    await_all(start_silver(spark, profiles_df=profiles_df))
+    await_all([start_silver_events(spark, profiles_df=profiles_df)])
+    await_all([start_quarantine(spark)])
     _refresh(spark)
 
 
@@ -934,7 +959,9 @@ __all__ = [
     "reconcile",
     "silver_events",
     "start_bronze",
+    "start_quarantine",
     "start_silver",
+    "start_silver_events",
     "stream_counts",
     "with_amount_usd",
     "with_compliance_flags",

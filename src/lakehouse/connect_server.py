@@ -44,6 +44,10 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.connect.grpc.binding.address": "127.0.0.1",
     # fail on a taken port instead of silently moving to the next one
     "spark.connect.grpc.port.maxRetries": "0",
+    # How long Spark waits for a Python process it starts (a data source's stream reader, a
+    # foreachBatch function) to connect back: 15 s by default, too short on a busy 2-core
+    # machine, where the stream then fails to start.
+    "spark.python.authenticate.socketTimeout": "120s",
 }
 
 # WARN and above go to the log file; the server's start line stays, everything else is quiet.

@@ -179,6 +179,9 @@ def _local_builder(s: Settings, app_name: str):
         .config("spark.sql.warehouse.dir", str(s.catalog_path / "_warehouse"))
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
+        # Python processes Spark starts (stream readers, foreachBatch) must connect back
+        # within this time; the 15 s default fails streams on a busy machine.
+        .config("spark.python.authenticate.socketTimeout", "120s")
     )
     for key, value in _runtime_conf(s).items():
         builder = builder.config(key, value)

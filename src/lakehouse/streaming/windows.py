@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 EVENT_WATERMARK = "10 minutes"  # how far behind the latest event time an event may arrive
@@ -171,11 +171,14 @@ def watermark_drops(
         _check_columns(df, [EVENT_TIME], "watermark_drops")
         numbered = df.withColumn("_run", run_col.cast("long"))
         per_run = numbered.groupBy("_run").agg(F.max(EVENT_TIME).alias("_run_max"))
-        # the watermark of run n: the max event time over runs <= n - 1, minus delay
-        so_far = Window.orderBy("_run").rowsBetween(Window.unboundedPreceding, 0)
-        marks = per_run.select(
-            (F.col("_run") + 1).alias("_run"),
-            (F.max("_run_max").over(so_far) - F.expr(f"INTERVAL {delay}")).alias("watermark"),
+        # the watermark of run n: the max event time over the runs before it, minus delay (a
+        # join of the few runs with the earlier ones: no unpartitioned window function)
+        earlier = per_run.select(F.col("_run").alias("_earlier"), "_run_max")
+        marks = (
+            per_run.select("_run")
+            .join(earlier, F.col("_earlier") < F.col("_run"))
+            .groupBy("_run")
+            .agg((F.max("_run_max") - F.expr(f"INTERVAL {delay}")).alias("watermark"))
         )
         window_end = F.window(EVENT_TIME, duration).end
         return (

@@ -59,7 +59,7 @@ AMOUNT_ANOMALY_RATIO = 10.0  # amount_usd / the customer's June average
 
 KINDS = ("structuring", "rapid_fire", "cash_velocity", "geo_spread", "amount_anomaly")
 
-APP_ID = "lakehouse.streaming.risk.alerts"  # the writer's id in Delta's app transactions
+APP_ID = "lakehouse.streaming.risk.alerts"  # a default writer id for Delta's app transactions
 CHECKPOINT_NAME = "alerts"  # <lake>/<catalog>/_checkpoints/streaming/alerts
 
 # The columns the windows read from silver.payment_events.
@@ -527,6 +527,13 @@ def merge_alerts(spark: SparkSession, detections_df: DataFrame, table: str = ALE
     )
 
 
+def writer_id(table: str, checkpoint: str) -> str:
+    """A stable id of one writer of ``table``: its target and checkpoint. The same stream
+    restarted keeps it, so a replayed batch id is recognised; a new checkpoint is a new writer
+    (its batch ids start again at 0). Reset a checkpoint and its table together."""
+    return f"{table}@{checkpoint}"
+
+
 def alert_writer(table: str = ALERTS, app_id: str = APP_ID) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` function: merge the micro-batch's detections into ``table`` as
     Delta app transaction (``app_id``, batch_id), so a replayed batch is a no-op.
@@ -577,7 +584,7 @@ def start_alerts(
     return (
         detections_df.writeStream.queryName(f"alerts_{table.replace('.', '_')}")
         .outputMode("update")
-        .foreachBatch(alert_writer(table))
+        .foreachBatch(alert_writer(table, writer_id(table, checkpoint)))
         .option("checkpointLocation", checkpoint)
         .trigger(**trigger)
         .start()
@@ -670,6 +677,7 @@ __all__ = [
     "window_features",
     "with_amount_ratio",
     "with_risk_score",
+    "writer_id",
 ]
 
 

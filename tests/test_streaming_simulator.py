@@ -326,11 +326,20 @@ def test_write_files_replaces_an_earlier_simulation(tmp_path):
         ({"start": "July 1st"}, "start='July 1st'"),
         ({"scale": "huge"}, "unknown scale"),
         ({"schema_change_at": 2}, "schema_change_at"),
+        ({"events": 60_000, "files": 60}, "too dense for the risk scenarios"),
     ],
 )
 def test_config_errors_name_the_option(changes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         replace(ci_config(), **changes)
+
+
+def test_a_dense_throughput_stream_without_scenarios_is_written_quickly(tmp_path):
+    # 15 events per customer and minute: only possible without scenarios, whose background
+    # clearing would never converge at this density (it used to run for minutes).
+    config = replace(ci_config(), events=20_000, files=4, span_minutes=5, scenarios=False)
+    report = write_files(tmp_path / "landing", config)
+    assert report.events == 20_000 and not report.scenarios
 
 
 def test_write_files_errors(tmp_path):

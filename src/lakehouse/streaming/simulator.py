@@ -107,6 +107,7 @@ OUT_OF_ORDER_MINUTES = (1, 8)
 LATE_MINUTES = (15, 45)
 
 # Per scale: distinct events, files and minutes of event time of the CI stream.
+MAX_SCENARIO_DENSITY = 1  # events per customer and minute that still leave scenarios exact
 STREAM_SIZES = {
     "tiny": (4_000, 20, 60),
     "small": (40_000, 40, 120),
@@ -182,6 +183,15 @@ class SimulatorConfig:
             raise ValueError(
                 f"events={self.events} is too few to hide the risk scenarios in: use at least "
                 "200 events, or scenarios=False"
+            )
+        most = MAX_SCENARIO_DENSITY * get_scale(self.scale).customers * self.span_minutes
+        if self.scenarios and self.events > most:
+            # Denser traffic is rapid fire for everyone: no scenario would stand out.
+            raise ValueError(
+                f"events={self.events} in span_minutes={self.span_minutes} is too dense for "
+                f"the risk scenarios at scale {self.scale!r} (at most {most:,} events, one per "
+                "customer and minute): lengthen span_minutes, or pass scenarios=False "
+                "(--no-scenarios) for a throughput run"
             )
 
     @property
@@ -432,7 +442,8 @@ def _plan(config: SimulatorConfig) -> _Plan:
             running = max(running, event_ms[j])
 
     plan = _Plan(records, devices, event_ms, ingest_ms, defect, cut, deliveries, scen_truth)
-    _clear_accidental_patterns(plan, ctx, profiles, ctx.rng("clean"))
+    if config.scenarios:  # the scenarios' truth is exact only if the background has none
+        _clear_accidental_patterns(plan, ctx, profiles, ctx.rng("clean"))
     return plan
 
 
@@ -690,22 +701,23 @@ def find_patterns(events: Iterable[dict], june_average_usd: dict[str, Decimal]) 
         for kind, subset in subsets.items():
             times = [t for t, _ in subset]
             window, minimum = PATTERN_WINDOW_MS[kind], PATTERN_MINIMUM[kind]
-            groups: list[list[int]] = []
+            # A qualifying window is the run subset[i:j_end]; overlapping runs join into one
+            # pattern, itself a run, so a pattern is kept as its (first, end) positions.
+            spans: list[tuple[int, int]] = []
             for i in range(len(subset)):
                 j_end = bisect_left(times, times[i] + window)
-                members = list(range(i, j_end))
                 if kind == "geo_spread":
-                    ok = len({subset[m][1]["country"] for m in members}) >= minimum
+                    ok = len({subset[m][1]["country"] for m in range(i, j_end)}) >= minimum
                 else:
-                    ok = len(members) >= minimum
+                    ok = j_end - i >= minimum
                 if not ok:
                     continue
-                if groups and groups[-1][-1] >= i:
-                    groups[-1] = sorted(set(groups[-1]) | set(members))
+                if spans and spans[-1][1] > i:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], j_end))
                 else:
-                    groups.append(members)
-            for g in groups:
-                found.append(_hit(kind, customer, [subset[m] for m in g]))
+                    spans.append((i, j_end))
+            for first, end in spans:
+                found.append(_hit(kind, customer, subset[first:end]))
     found.sort(key=lambda h: (h["kind"], h["customer_id"], h["start"], h["transaction_ids"]))
     return found
 

@@ -4,7 +4,7 @@
 #   make course [SCALE=tiny|small|medium|large] [ENGINE=embedded|delta-spark|databricks|auto]
 #   make test   [PYTEST_ARGS='-m "not notebooks"']
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
-#   make lab | exercises | strip | expected | lint | bench | reset | clean
+#   make lab | exercises | strip | expected | lint | bench | bench-streaming | reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
 
 SHELL := /bin/bash
@@ -21,7 +21,7 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench \
+.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming \
 	connect-start connect-stop reset clean
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make expected   refresh nbval expected outputs in tests/expected/"
 	@echo "make lint       ruff check and format check"
 	@echo "make bench      benchmark the embedded engine"
+	@echo "make bench-streaming  events/s and latency of the payment stream, Delta vs parquet"
 	@echo "make reset      delete generated data, tables and reports"
 	@echo "make clean      reset, and delete the virtual environment"
 
@@ -79,6 +80,9 @@ lint: bootstrap
 
 bench: bootstrap
 	@$(PY) bench/bench_embedded.py $(BENCH_ARGS)
+
+bench-streaming: bootstrap
+	@$(PY) bench/bench_streaming.py $(BENCH_ARGS)
 
 connect-start: bootstrap
 	@$(PY) -m lakehouse.connect_server start

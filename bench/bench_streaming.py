@@ -21,7 +21,7 @@ its ``event_ts``, for the valid events delivered on time (late and out-of-order 
 stamped minutes in the past on purpose, so they are left out). Which micro-batch read which
 file comes from the query's checkpoint (``sources/0``).
 
-    python scripts/bench_streaming.py --seconds 60 --rate 1000 --out /tmp/bench
+    python bench/bench_streaming.py --seconds 60 --rate 1000 --out /tmp/bench
 """
 
 from __future__ import annotations

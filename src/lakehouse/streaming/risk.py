@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.gold import commented_field
+from lakehouse.session import engine_of
 from lakehouse.streaming import ALERTS, SILVER, checkpoint
 from lakehouse.streaming.windows import EVENT_WATERMARK  # one watermark for every window
 
@@ -511,8 +512,12 @@ def merge_alerts(spark: SparkSession, detections_df: DataFrame, table: str = ALE
     from lakehouse import DeltaTable
 
     target = DeltaTable.forName(spark, table)
-    # A few rows, read more than once by the MERGE (matches, then inserts): computed once.
-    source = alert_upserts(detections_df, target.toDF()).localCheckpoint()
+    source = alert_upserts(detections_df, target.toDF())
+    if engine_of(spark) == "embedded":
+        # The local engine's MERGE reads its source more than once (matches, then inserts),
+        # and this one joins the table itself: compute its few rows once. Delta on Databricks
+        # plans the MERGE itself and needs no such step.
+        source = source.localCheckpoint()
     values = {c: f"s.{c}" for c in ALERT_COLUMNS}
     (
         target.alias("t")

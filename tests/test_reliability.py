@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 import deltalake
 import pyarrow as pa
 import pytest
+from helpers import processes
+from helpers.processes import commits, errors_of, kill, spawn
 
 pytestmark = pytest.mark.reliability
 
@@ -46,39 +47,7 @@ def child(lake: Path, *args: object) -> subprocess.Popen:
     env.pop("LAKEHOUSE_ENGINE", None)
     lake.mkdir(parents=True, exist_ok=True)
     name = f"{args[0]}-{time.monotonic_ns()}"
-    out, err = lake / f"{name}.out", lake / f"{name}.err"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(CHILD), *map(str, args)],
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # its own process group: the JVM and workers die with it
-        )
-    proc.out_path, proc.err_path = out, err
-    return proc
-
-
-def errors_of(proc: subprocess.Popen) -> str:
-    return proc.err_path.read_text()[-4000:]
-
-
-def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's whole process group and wait until nothing of it is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"processes of group {proc.pid} survived SIGKILL")
+    return spawn([sys.executable, str(CHILD), *map(str, args)], env, lake, name)
 
 
 def finish(proc: subprocess.Popen, timeout: float = START_TIMEOUT + 300) -> dict:
@@ -94,25 +63,7 @@ def finish(proc: subprocess.Popen, timeout: float = START_TIMEOUT + 300) -> dict
 
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = START_TIMEOUT):
     """Poll ``condition`` until it returns something truthy; fail if the child dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"child exited ({proc.returncode}) before {what}:\n{errors_of(proc)}"
-            )
-        time.sleep(0.02)
-    kill(proc)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def commits(table: Path) -> list[int]:
-    log = table / "_delta_log"
-    if not log.is_dir():
-        return []
-    return sorted(int(p.name[:20]) for p in log.iterdir() if re.fullmatch(r"\d{20}\.json", p.name))
+    return processes.wait_for(condition, proc, what, timeout)
 
 
 def data_files(table: Path) -> set[str]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +33,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from helpers import processes
+from helpers.processes import commits, errors_of, kill, spawn
 
 pytestmark = pytest.mark.reliability
 
@@ -128,53 +128,12 @@ def child(root: Path, *args: object) -> subprocess.Popen:
     env.pop("SPARK_REMOTE", None)
     env.pop("LAKEHOUSE_ENGINE", None)
     name = f"{args[0]}-{args[-1]}-{time.monotonic_ns()}"
-    out, err = root / f"{name}.out", root / f"{name}.err"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, *map(str, args)],
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # its own process group: the JVM and workers die with it
-        )
-    proc.out_path, proc.err_path = out, err
-    return proc
-
-
-def errors_of(proc: subprocess.Popen) -> str:
-    return proc.err_path.read_text()[-4000:]
-
-
-def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's whole process group and wait until nothing of it is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"processes of group {proc.pid} survived SIGKILL")
+    return spawn([sys.executable, __file__, *map(str, args)], env, root, name)
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = START_TIMEOUT):
     """Poll ``condition`` until it returns something truthy; fail if the child dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        if proc.poll() is not None:
-            raise ChildDied(f"child exited ({proc.returncode}) before {what}:\n{errors_of(proc)}")
-        time.sleep(0.01)
-    kill(proc)
-    raise AssertionError(f"timed out waiting for {what}:\n{errors_of(proc)}")
+    return processes.wait_for(condition, proc, what, timeout, died=ChildDied, every=0.01)
 
 
 class ChildDied(AssertionError):
@@ -222,13 +181,6 @@ def proc_started(root: Path) -> bool:
     """The newest child printed that its streams started."""
     outs = sorted(root.glob("run-processing-*.out"), key=lambda p: p.stat().st_mtime)
     return bool(outs) and '"started"' in outs[-1].read_text()
-
-
-def commits(table: Path) -> list[int]:
-    log = table / "_delta_log"
-    if not log.is_dir():
-        return []
-    return sorted(int(p.name[:20]) for p in log.iterdir() if re.fullmatch(r"\d{20}\.json", p.name))
 
 
 def txn_versions(table: Path) -> list[int]:

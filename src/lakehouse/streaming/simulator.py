@@ -107,6 +107,7 @@ OUT_OF_ORDER_MINUTES = (1, 8)
 LATE_MINUTES = (15, 45)
 
 # Per scale: distinct events, files and minutes of event time of the CI stream.
+DEFAULT_RATE = 1_000  # events per second of wall time for the command (a live stream)
 MAX_SCENARIO_DENSITY = 1  # events per customer and minute that still leave scenarios exact
 STREAM_SIZES = {
     "tiny": (4_000, 20, 60),
@@ -1144,8 +1145,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--landing", required=True, help="folder to write events_NNNN.json into")
     pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=_positive("--rate"), help="events per second of wall time")
-    pace.add_argument("--max-rate", action="store_true", help="write as fast as possible (default)")
+    pace.add_argument(
+        "--rate",
+        type=_positive("--rate"),
+        default=DEFAULT_RATE,
+        help=f"events per second of wall time (default {DEFAULT_RATE:,})",
+    )
+    pace.add_argument("--max-rate", action="store_true", help="write as fast as possible")
     parser.add_argument("--events", type=_positive("--events", int), help="distinct events")
     parser.add_argument("--files", type=_positive("--files", int), help="number of files")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -1182,7 +1188,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, **changes)
     except ValueError as exc:
         parser.error(_as_option_error(str(exc)))
-    report = write_files(args.landing, config, rate=args.rate, clock=args.clock, on_file=print)
+    rate = None if args.max_rate else args.rate
+    report = write_files(args.landing, config, rate=rate, clock=args.clock, on_file=print)
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items())
     scen = ", ".join(f"{k} {v}" for k, v in report.scenario_counts().items())
     print(

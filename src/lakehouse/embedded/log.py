@@ -164,7 +164,10 @@ def snapshot(path: str, version: Any = None, timestamp: Any = None) -> Snapshot:
                 f"its first commit ({first.isoformat()}). history() lists the versions and their "
                 "timestamps."
             )
-        table.load_as_version(when)
+        # The last version committed at or before ``when``, by the commit timestamps that
+        # history() shows (delta-rs would go by the log files' modification times, which a
+        # busy machine writes later than the commit's own timestamp).
+        table = open_table(path, version=_version_at(path, when, after=False))
     return _snapshot_of(path, table)
 
 

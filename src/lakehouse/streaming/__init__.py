@@ -18,6 +18,7 @@ governed storage.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 LANDING_NAME = "payment_events"  # <lake>/<catalog>/_landing/payment_events
 
@@ -27,6 +28,30 @@ QUARANTINE = "silver.payment_events_quarantine"
 RISK_WINDOWS = "gold.payment_risk_windows"
 ALERTS = "gold.payment_alerts"
 METRICS = "ops.stream_metrics"
+
+
+# Delta's idempotent DML: a MERGE/UPDATE/DELETE whose (app id, version) the table already
+# committed is skipped. Session-wide, so set for one write and always unset.
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
+
+@contextmanager
+def idempotent_writes(session, app_id: str, version: int):
+    """Within the block, Delta writes of ``session`` are transaction (``app_id``, ``version``):
+    the foreachBatch form of exactly-once (version = the batch id). Under Spark Connect the
+    batch's session is the notebook's server session, hence the unset in ``finally``.
+
+    >>> with idempotent_writes(batch_df.sparkSession, app_id, batch_id):  # doctest: +SKIP
+    ...     DeltaTable.forName(batch_df.sparkSession, table).merge(...).execute()
+    """
+    session.conf.set(TXN_APP_ID, app_id)
+    session.conf.set(TXN_VERSION, str(version))
+    try:
+        yield
+    finally:
+        session.conf.unset(TXN_APP_ID)
+        session.conf.unset(TXN_VERSION)
 
 
 def landing(spark) -> str:
@@ -58,7 +83,10 @@ __all__ = [
     "QUARANTINE",
     "RISK_WINDOWS",
     "SILVER",
+    "TXN_APP_ID",
+    "TXN_VERSION",
     "checkpoint",
+    "idempotent_writes",
     "landing",
     "reset_checkpoint",
 ]

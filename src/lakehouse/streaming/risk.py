@@ -43,7 +43,7 @@ from pyspark.sql.types import (
 
 from lakehouse.gold import commented_field
 from lakehouse.session import engine_of
-from lakehouse.streaming import ALERTS, SILVER, checkpoint
+from lakehouse.streaming import ALERTS, SILVER, checkpoint, idempotent_writes
 from lakehouse.streaming.windows import EVENT_WATERMARK  # one watermark for every window
 
 # --------------------------------------------------------------------------- thresholds
@@ -548,14 +548,8 @@ def alert_writer(table: str = ALERTS, app_id: str = APP_ID) -> Callable[[DataFra
 
     def write(batch_df: DataFrame, batch_id: int) -> None:
         session = batch_df.sparkSession
-        # Session-wide confs: under Spark Connect this session is the notebook's, so always unset.
-        session.conf.set("spark.databricks.delta.write.txnAppId", app_id)
-        session.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-        try:
+        with idempotent_writes(session, app_id, batch_id):
             merge_alerts(session, batch_df, table)
-        finally:
-            session.conf.unset("spark.databricks.delta.write.txnAppId")
-            session.conf.unset("spark.databricks.delta.write.txnVersion")
 
     return write
 

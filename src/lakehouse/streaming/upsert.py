@@ -29,16 +29,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, LongType, StringType, StructType, TimestampType
 
 from lakehouse.gold import commented_field as _field
-from lakehouse.streaming import RISK_WINDOWS, SILVER
+from lakehouse.streaming import RISK_WINDOWS, SILVER, TXN_APP_ID, TXN_VERSION, idempotent_writes
 from lakehouse.streaming import checkpoint as _checkpoint
 from lakehouse.tables import DeltaTable
 
 WINDOW_DURATION = "5 minutes"  # tumbling windows of event time
 GRAIN = ("window_start", "window_end", "customer_id")
 STREAM_NAME = "risk_windows"  # its checkpoint: <lake>/<catalog>/_checkpoints/streaming/risk_windows
-
-TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
-TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 RISK_WINDOWS_COMMENT = (
     "Payment activity per customer and 5-minute tumbling window of event time (UTC), from "
@@ -162,11 +159,7 @@ def upsert_risk_windows(app_id: str, table: str = RISK_WINDOWS) -> Callable[[Dat
     def upsert(batch_df: DataFrame, batch_id: int) -> None:
         session = batch_df.sparkSession
         updates_df = batch_risk_windows(batch_df)
-        # Session-wide confs: set for this merge only, and always unset (under Connect the
-        # batch's session shares the notebook's server session).
-        session.conf.set(TXN_APP_ID, app_id)
-        session.conf.set(TXN_VERSION, str(batch_id))
-        try:
+        with idempotent_writes(session, app_id, batch_id):
             (
                 DeltaTable.forName(session, table)
                 .alias("t")
@@ -175,9 +168,6 @@ def upsert_risk_windows(app_id: str, table: str = RISK_WINDOWS) -> Callable[[Dat
                 .whenNotMatchedInsertAll()
                 .execute()
             )
-        finally:
-            session.conf.unset(TXN_APP_ID)
-            session.conf.unset(TXN_VERSION)
 
     return upsert
 
@@ -276,6 +266,8 @@ __all__ = [
     "RISK_WINDOWS",
     "RISK_WINDOWS_COMMENT",
     "RISK_WINDOWS_SCHEMA",
+    "TXN_APP_ID",
+    "TXN_VERSION",
     "WINDOW_DURATION",
     "batch_risk_windows",
     "check_risk_windows",

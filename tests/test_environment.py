@@ -177,3 +177,52 @@ def test_mini_yaml_parser_reads_the_environment_files_like_pyyaml():
     for name in ("environment.yml", "environment-databricks.yml"):
         text = (ROOT / name).read_text()
         assert _mini_yaml(text) == yaml.safe_load(text), name
+
+
+# ------------------------------------------------------------------------------------------------
+# The JVM artifacts (src/lakehouse/conf/jvm-artifacts.txt) against the Python pins
+# ------------------------------------------------------------------------------------------------
+def jvm_pins() -> dict[str, str]:
+    from lakehouse import jvm
+
+    return {f"{a.group}:{a.name}": a.version for a in jvm.pinned()}
+
+
+def test_jvm_delta_matches_the_pip_delta_spark_and_the_spark_it_runs_on(project_pins):
+    """configure_spark_with_delta_pip asks for delta-spark_<spark major.minor>_2.13 at the pip
+    delta-spark version: the pinned jar must be exactly that, or Python and JVM disagree."""
+    delta_version = project_pins["delta-spark"].split("==")[-1]
+    spark_version = project_pins["pyspark"].split("==")[-1]
+    spark_minor = ".".join(spark_version.split(".")[:2])
+    expected = {
+        f"io.delta:delta-spark_{spark_minor}_2.13": delta_version,
+        "io.delta:delta-storage": delta_version,
+    }
+    actual = jvm_pins()
+    assert not drift(expected, {k: actual.get(k, "(missing)") for k in expected}, "jvm"), (
+        f"jvm-artifacts.txt {actual} drifted from pyproject (delta-spark {delta_version}, "
+        f"pyspark {spark_version}); pin io.delta jars at {delta_version}"
+    )
+
+
+def test_pip_delta_spark_asks_for_the_pinned_artifact():
+    """Delta's own helper, configure_spark_with_delta_pip, names the Maven coordinate it wants
+    for the installed pyspark and delta-spark: it must be in the pinned list, version and all."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    builder = configure_spark_with_delta_pip(SparkSession.Builder())  # starts nothing
+    asked = builder._options["spark.jars.packages"].split(",")
+    pinned = {f"{group_name}:{version}" for group_name, version in jvm_pins().items()}
+    assert set(asked) <= pinned, f"delta-spark asks for {asked}; jvm-artifacts.txt pins {pinned}"
+
+
+def test_jvm_artifact_list_rejects_a_malformed_line(tmp_path):
+    from lakehouse import jvm
+
+    bad = tmp_path / "list.txt"
+    bad.write_text("spark io.delta:delta-spark_4.1_2.13\n")
+    with pytest.raises(
+        jvm.ArtifactError, match=r"list.txt:1: expected 'use group:artifact:version'"
+    ):
+        jvm.pinned(bad)

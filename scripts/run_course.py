@@ -4,8 +4,9 @@
     python scripts/run_course.py --scale tiny          # what `make course` runs
 
 Executed notebooks, kernel logs and summary.md / summary.json go to reports/run-<scale>/.
-Exits 1 if any notebook failed. The engine is $LAKEHOUSE_ENGINE, else ``embedded``; set
-SPARK_REMOTE=sc://... to run every notebook through a Spark Connect server.
+Exits 1 if any notebook failed. The engine is $LAKEHOUSE_ENGINE, else ``auto`` (delta-spark
+once its jars are cached); set SPARK_REMOTE=sc://... to run every notebook through a Spark
+Connect server.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", default=os.environ.get("SCALE", "tiny"), choices=SCALES)
     parser.add_argument(
         "--engine",
-        default=os.environ.get("LAKEHOUSE_ENGINE") or "embedded",
-        help="embedded | delta-spark | databricks | auto (default: $LAKEHOUSE_ENGINE or embedded)",
+        default=os.environ.get("LAKEHOUSE_ENGINE") or "auto",
+        help="embedded | delta-spark | databricks | auto (default: $LAKEHOUSE_ENGINE or auto)",
     )
     parser.add_argument("--out", type=Path, help="report folder (default: reports/run-<scale>)")
     parser.add_argument(

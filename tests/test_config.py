@@ -17,7 +17,8 @@ def clean_env(monkeypatch, tmp_path):
     for name in list(os.environ):
         if name.startswith(("LAKEHOUSE_", "DATABRICKS_")) or name == "SPARK_REMOTE":
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg, no Ivy cache
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg
+    monkeypatch.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "no-jvm-cache"))
     return monkeypatch
 
 
@@ -81,17 +82,29 @@ def test_auto_picks_databricks_on_a_runtime(clean_env):
     assert session.resolve_engine("auto") == "databricks"
 
 
-def test_auto_picks_delta_spark_when_its_jars_are_on_disk(clean_env, tmp_path):
-    jars = tmp_path / "jars"
-    jars.mkdir()
-    (jars / "delta-spark_2.13-4.0.0.jar").write_bytes(b"")
-    (jars / "delta-storage-4.0.0.jar").write_bytes(b"")
-    clean_env.setenv("LAKEHOUSE_DELTA_JARS", str(jars))
+def test_auto_picks_delta_spark_when_its_pinned_jars_are_cached(clean_env, tmp_path):
+    from lakehouse import jvm
+
+    clean_env.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "jvm"))
+    assert session.resolve_engine("auto") == "embedded"  # nothing cached yet
+    for artifact in jvm.pinned():
+        jar = jvm.jar_path(artifact)
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        jar.write_bytes(b"")
     assert session.resolve_engine("auto") == "delta-spark"
     assert [Path(j).name for j in session.delta_spark_jars()] == [
-        "delta-spark_2.13-4.0.0.jar",
-        "delta-storage-4.0.0.jar",
+        f"{a.name}-{a.version}.jar" for a in jvm.pinned() if a.use == "spark"
     ]
+
+
+def test_delta_spark_without_its_jars_names_the_fix(clean_env, tmp_path):
+    clean_env.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(
+        session.EngineUnavailable,
+        match=r"(?s)io\.delta:delta-spark.*"
+        r"scripts/bootstrap.*LAKEHOUSE_ENGINE=embedded",
+    ):
+        session.get_spark("delta-spark")
 
 
 def _fake_java(folder: Path, version_line: str) -> Path:

@@ -3,7 +3,6 @@ databricks, classic or through Spark Connect."""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
@@ -15,7 +14,6 @@ from lakehouse.connect_server import java_major
 
 _LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
 _SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
-_DELTA_SPARK_JARS = ("delta-spark_2.13-4.*.jar", "delta-storage-4.*.jar")
 
 
 class EngineUnavailable(RuntimeError):
@@ -41,19 +39,16 @@ def databricks_connect_configured() -> bool:
 
 
 def delta_spark_jars() -> list[str]:
-    """The delta-spark jars already on disk: ``LAKEHOUSE_DELTA_JARS`` or an Ivy cache."""
-    folders = [os.environ.get("LAKEHOUSE_DELTA_JARS", "")]
-    folders += glob.glob(os.path.expanduser("~/.ivy2*/jars"))
-    for folder in filter(None, folders):
-        found = [sorted(glob.glob(os.path.join(folder, pattern))) for pattern in _DELTA_SPARK_JARS]
-        if all(found):
-            return [hits[-1] for hits in found]
-    return []
+    """The pinned Delta jars in the project's JVM cache (``scripts/bootstrap`` fetches them),
+    or ``[]`` when any is missing. Reads the disk only."""
+    from lakehouse import jvm
+
+    return jvm.jars("spark") if jvm.cached("spark") else []
 
 
 def resolve_engine(engine: str) -> str:
-    """``auto`` becomes databricks (running there or configured), delta-spark (its jars are
-    on disk), else embedded. Never touches the network."""
+    """``auto`` becomes databricks (running there or configured), delta-spark (its pinned jars
+    are in the project's cache), else embedded. Never touches the network."""
     if engine != "auto":
         return engine
     if on_databricks_runtime() or databricks_connect_configured():
@@ -127,10 +122,24 @@ def get_spark(
 
 
 def engine_of(spark) -> str:
-    """The engine a session was built for (``embedded`` if it was not built here)."""
-    return getattr(spark, "_lakehouse_engine", None) or (
-        "databricks" if on_databricks_runtime() else "embedded"
-    )
+    """The engine a session was built for. A session not built by :func:`get_spark` -- the
+    one a ``foreachBatch`` function receives, say -- is recognised by its settings: Databricks
+    by its runtime, delta-spark by Delta's SQL extension, else embedded."""
+    engine = getattr(spark, "_lakehouse_engine", None)
+    if engine:
+        return engine
+    if on_databricks_runtime():
+        return "databricks"
+    try:
+        extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    except Exception:  # a stopped session, or a mock in a test
+        extensions = ""
+    engine = "delta-spark" if "DeltaSparkSessionExtension" in extensions else "embedded"
+    try:
+        spark._lakehouse_engine = engine
+    except AttributeError:
+        pass
+    return engine
 
 
 def settings_of(spark) -> Settings | None:
@@ -162,12 +171,12 @@ def _python_env() -> None:
     _quiet_python_loggers()
 
 
-def _local_builder(s: Settings, app_name: str):
+def _local_builder(s: Settings, app_name: str, java_options: str = ""):
     from pyspark.sql import SparkSession
 
     ensure_java()
     _python_env()
-    java_opts = f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} -Duser.timezone=UTC"
+    java_opts = f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} -Duser.timezone=UTC {java_options}"
     builder = (
         SparkSession.builder.master(os.environ.get("LAKEHOUSE_MASTER", "local[*]"))
         .appName(app_name)
@@ -186,6 +195,42 @@ def _local_builder(s: Settings, app_name: str):
     for key, value in _runtime_conf(s).items():
         builder = builder.config(key, value)
     return builder
+
+
+def metastore_dir(s: Settings) -> Path:
+    """Where delta-spark keeps this catalog's Hive metastore (embedded Derby)."""
+    return s.catalog_path / "_metastore"
+
+
+def delta_spark_conf(s: Settings) -> dict[str, str]:
+    """The static settings of a delta-spark session, classic or a Spark Connect server's.
+
+    Delta's jars come from the project's cache (``spark.jars``: nothing is resolved, so the
+    session starts offline), with Delta's SQL extension and catalog. Table names persist in a
+    Hive metastore on embedded Derby under ``<lake>/<catalog>/_metastore``, one per catalog, so
+    each learner or test run has its own; managed tables live in ``<lake>/<catalog>/_warehouse``
+    and ``DROP TABLE`` deletes their data, as on Databricks."""
+    from lakehouse import jvm
+
+    metastore = metastore_dir(s)
+    return {
+        "spark.jars": ",".join(jvm.jars("spark")),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(s.catalog_path / "_warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"
+        ),
+        # Delta rebuilds a table's state with this many tasks (50 by default): a laptop's
+        # two cores spend more time scheduling them than reading a small log.
+        "spark.databricks.delta.snapshotPartitions": str(_SHUFFLE_PARTITIONS[s.scale]),
+    }
+
+
+def derby_java_options(s: Settings) -> str:
+    """Derby writes its log beside the metastore, not into the notebook's folder."""
+    return f"-Dderby.stream.error.file={metastore_dir(s) / 'derby.log'}"
 
 
 def _runtime_conf(s: Settings) -> dict[str, str]:
@@ -255,23 +300,18 @@ def _embedded(s: Settings, app_name: str):
 
 def _delta_spark(s: Settings, app_name: str):
     if s.remote:
-        spark = _remote_session(s)
-        return spark
-    builder = (
-        _local_builder(s, app_name)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-        )
-    )
-    jars = delta_spark_jars()
-    if jars:
-        spark = _launch(builder.config("spark.jars", ",".join(jars)), s)
-    else:
-        # Fetches the jars from Maven Central on first use: needs the network.
-        from delta import configure_spark_with_delta_pip
+        return _remote_session(s)
+    from lakehouse import jvm
 
-        spark = _launch(configure_spark_with_delta_pip(builder), s)
+    try:
+        conf = delta_spark_conf(s)
+    except jvm.ArtifactError as exc:
+        raise EngineUnavailable(str(exc)) from None
+    builder = _local_builder(s, app_name, derby_java_options(s))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    metastore_dir(s).mkdir(parents=True, exist_ok=True)
+    spark = _launch(builder, s)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

@@ -198,6 +198,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 # --------------------------------------------------------------------------- the server
 
 
+def engine_settings(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """Spark conf and driver Java options for the engine ``env`` selects (its
+    ``LAKEHOUSE_*`` variables): on delta-spark, Delta's jars, extension and catalog and the
+    catalog's metastore, so clients reach Delta SQL and named tables; nothing otherwise."""
+    from lakehouse import jvm
+    from lakehouse.config import settings
+    from lakehouse.session import delta_spark_conf, derby_java_options, resolve_engine
+
+    s = settings(
+        engine=env.get("LAKEHOUSE_ENGINE") or None,
+        scale=env.get("LAKEHOUSE_SCALE") or None,
+        catalog=env.get("LAKEHOUSE_CATALOG") or None,
+        lake=env.get("LAKEHOUSE_LAKE") or None,
+    )
+    if resolve_engine(s.engine) != "delta-spark":
+        return {}, ""
+    try:
+        conf = delta_spark_conf(s)
+    except jvm.ArtifactError as exc:
+        raise ConnectServerError(str(exc)) from None
+    (s.catalog_path / "_metastore").mkdir(parents=True, exist_ok=True)
+    return conf, derby_java_options(s)
+
+
 class ConnectServer:
     """One Spark Connect server process; ``start()`` returns its ``sc://`` URL."""
 
@@ -211,10 +235,15 @@ class ConnectServer:
         timeout: float = 180,
     ):
         self.port = port or free_port()
-        self.conf = {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}}
+        self.env = dict(env or {})
+        engine_conf, self.java_options = engine_settings({**os.environ, **self.env})
+        self.conf = {
+            **DEFAULT_CONF,
+            **engine_conf,
+            **{k: str(v) for k, v in (conf or {}).items()},
+        }
         self.conf["spark.connect.grpc.binding.port"] = str(self.port)
         self.log_dir = Path(log_dir) if log_dir else default_state_dir()
-        self.env = dict(env or {})
         self.timeout = timeout
         self.process: subprocess.Popen | None = None
 
@@ -240,7 +269,7 @@ class ConnectServer:
             "--name",
             f"lakehouse-connect-{self.port}",
             "--driver-java-options",
-            f"-Dlog4j2.configurationFile=file:{log4j}",
+            f"-Dlog4j2.configurationFile=file:{log4j} {self.java_options}".strip(),
         ]
         for key, value in self.conf.items():
             cmd += ["--conf", f"{key}={value}"]

@@ -1,7 +1,9 @@
 """``DeltaTable`` for every engine: notebooks import it from here.
 
-On delta-spark and Databricks it hands back the real ``delta.tables.DeltaTable``; on the
-embedded engine, the delta-rs-backed table with the same methods. The helpers below cover the
+On delta-spark (classic) and Databricks it hands back the real ``delta.tables.DeltaTable``;
+through a local Spark Connect server on delta-spark, ``lakehouse.delta_sql.SqlDeltaTable``, which
+runs each method as its Delta SQL; on the embedded engine, the delta-rs-backed table with the
+same methods. The helpers below cover the
 Databricks SQL idioms the embedded engine cannot run as SQL (CHECK constraints).
 
 >>> from lakehouse import DeltaTable                             # doctest: +SKIP
@@ -33,11 +35,28 @@ def _active(spark):
     return active
 
 
+def _remote(spark) -> bool:
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:
+        return False
+    return isinstance(spark, ConnectSession)
+
+
 def _implementation(spark):
     if spark is not None and _embedded(spark):
         from lakehouse.embedded.tables import EmbeddedDeltaTable
 
         return EmbeddedDeltaTable
+    if spark is not None and _remote(spark):
+        from lakehouse.session import engine_of
+
+        if engine_of(spark) == "delta-spark":
+            # The local Spark Connect server runs Delta without Delta Connect's plugin (its
+            # artifact is not served here): the same methods, as the Delta SQL they stand for.
+            from lakehouse.delta_sql import SqlDeltaTable
+
+            return SqlDeltaTable
     try:
         from delta.tables import DeltaTable as RealDeltaTable
     except ImportError:

@@ -28,12 +28,12 @@ help:
 	@echo "make course     run every solution notebook (SCALE=$(SCALE)); summary in reports/run-<scale>/"
 	@echo "make test       the whole test suite (library, engines, notebooks)"
 	@echo "make reconcile  prove rows in = kept + quarantined for every source (SCALE=$(SCALE))"
-	@echo "make lab        open the course in Jupyter Lab"
+	@echo "make lab        open the course in Jupyter Lab (notebooks share a local Spark Connect server)"
 	@echo "make exercises  regenerate the exercise notebooks from solutions/"
 	@echo "make strip      strip outputs from the course notebooks"
 	@echo "make expected   refresh nbval expected outputs in tests/expected/"
 	@echo "make lint       ruff check and format check"
-	@echo "make bench      benchmark the embedded engine"
+	@echo "make bench      delta-spark, embedded and plain parquet doing the same work (BENCH_ARGS=--rows N)"
 	@echo "make bench-streaming  events/s and latency of the payment stream, Delta vs parquet"
 	@echo "make reset      delete generated data, tables and reports"
 	@echo "make clean      reset, and delete the virtual environment"
@@ -60,8 +60,18 @@ test: bootstrap
 reconcile: bootstrap
 	@$(PY) scripts/reconcile.py --scale $(SCALE)
 
+# Every notebook of the lab shares one local Spark Connect server (started here, left running
+# for the next `make lab`; `make connect-stop` ends it): several notebooks open at once then share
+# the catalog, which a classic session per kernel cannot (Derby admits one process per catalog).
+# LAB_CLASSIC=1 gives each kernel its own classic session instead.
 lab: bootstrap
-	@$(VENV)/bin/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
+	@root=$$( [ "$$(id -u)" = 0 ] && echo --allow-root ); \
+	if [ -n "$(LAB_CLASSIC)" ]; then \
+		exec $(VENV)/bin/jupyter lab --notebook-dir=. $$root $(LAB_ARGS); fi; \
+	remote=$$($(PY) -m lakehouse.connect_server start | sed -n 's/^Spark Connect server running: \(sc:[^ ]*\).*/\1/p'); \
+	[ -n "$$remote" ] || exit 1; \
+	echo "make lab: notebooks run through the Spark Connect server at $$remote"; \
+	SPARK_REMOTE=$$remote exec $(VENV)/bin/jupyter lab --notebook-dir=. $$root $(LAB_ARGS)
 
 exercises: bootstrap
 	@$(VENV)/bin/lakehouse-notebooks generate

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,50 @@ def test_a_failed_fetch_names_the_artifact_the_command_and_the_fallback(tmp_path
     assert "io.delta:no-such-artifact-for-this-test_2.13:0.0.1" in message
     assert "command: " in message and "-dependency io.delta" in message
     assert "LAKEHOUSE_ENGINE=embedded" in message
+
+
+def test_a_second_process_on_the_same_catalog_is_told_what_to_do(tmp_path):
+    env = lake_env(tmp_path)
+    ready, done = tmp_path / "ready", tmp_path / "done"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import pathlib, time
+                from lakehouse import get_spark
+                get_spark().sql("CREATE SCHEMA IF NOT EXISTS held")
+                pathlib.Path({str(ready)!r}).touch()
+                deadline = time.monotonic() + 300
+                while not pathlib.Path({str(done)!r}).exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                """
+            ),
+        ],
+        env={**{k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert holder.poll() is None, "the first session failed to start"
+            assert time.monotonic() < deadline, "the first session did not start in 300 s"
+            time.sleep(0.2)
+        out = run_child(
+            """
+            from lakehouse import EngineUnavailable, get_spark
+            try:
+                get_spark()
+                print("started")
+            except EngineUnavailable as exc:
+                print(exc)
+            """,
+            env,
+        )
+    finally:
+        done.touch()
+        holder.wait(timeout=120)
+    assert "is in use by another Spark process" in out
+    assert "LAKEHOUSE_CATALOG" in out and "make lab" in out

@@ -46,6 +46,14 @@ def test_delta_sql_fails_early_naming_the_portable_call(spark, statement, portab
         spark.sql(statement)
 
 
+def test_a_lesson_needing_delta_sql_is_told_the_statement_and_the_engine_to_use(spark):
+    with pytest.raises(
+        UnsupportedOperation,
+        match=r"(?s)^VACUUM is Delta Lake SQL.*LAKEHOUSE_ENGINE=delta-spark.*scripts/bootstrap",
+    ):
+        spark.sql("VACUUM guard.numbers RETAIN 168 HOURS DRY RUN")
+
+
 def test_the_table_is_untouched_by_a_refused_statement(spark):
     with pytest.raises(UnsupportedOperation):
         spark.sql("ALTER TABLE guard.numbers SET TBLPROPERTIES ('delta.appendOnly' = 'true')")

@@ -313,7 +313,27 @@ def _delta_spark(s: Settings, app_name: str):
     metastore_dir(s).mkdir(parents=True, exist_ok=True)
     spark = _launch(builder, s)
     spark.sparkContext.setLogLevel("ERROR")
+    _check_metastore(spark, s)
     return spark
+
+
+def _check_metastore(spark, s: Settings) -> None:
+    """Open the catalog's metastore now, so a second Spark process on the same catalog gets a
+    message that says what to do instead of Hive's 'Unable to instantiate ...' at its first
+    table name."""
+    try:
+        spark.catalog.listDatabases()
+    except Exception as exc:
+        if "SessionHiveMetaStoreClient" not in str(exc):
+            raise
+        spark.stop()
+        raise EngineUnavailable(
+            f"The metastore of catalog {s.catalog!r} ({metastore_dir(s)}) is in use by another "
+            "Spark process: embedded Derby admits one at a time. Stop the other kernel or job, "
+            "or give this one its own LAKEHOUSE_CATALOG, or run your notebooks through one Spark "
+            "Connect server (make lab does; or make connect-start and "
+            "SPARK_REMOTE=sc://localhost:15002)."
+        ) from None
 
 
 def _databricks(s: Settings):

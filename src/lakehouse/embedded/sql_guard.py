@@ -114,8 +114,9 @@ def _check(session, statement) -> None:
         what, portable = found
         raise UnsupportedOperation(
             f"{what} is Delta Lake SQL that the embedded engine (local Spark with delta-rs) "
-            f"does not run. Use the DeltaTable API, which runs unchanged on every engine: "
-            f"{portable}. The SQL form works as written on Databricks and with delta-spark."
+            f"does not run. Run this on the delta-spark engine (LAKEHOUSE_ENGINE=delta-spark, "
+            f"after scripts/bootstrap has fetched Delta's jars) or on Databricks, where it works "
+            f"as written; on the embedded engine, the DeltaTable API does the same: {portable}."
         )
 
 

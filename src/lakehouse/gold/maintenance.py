@@ -38,6 +38,29 @@ ROWS_PER_SMALL_FILE = 100  # what one small append of a frequent ingestion job h
 INGESTION_ORDER = ("date_key", "order_id", "line_number")  # the order daily loads arrive in
 
 
+# Open-source Delta's OPTIMIZE aims for this session setting; it refuses the table property.
+OSS_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
+
+
+def set_target_file_size(spark: SparkSession, table: str, size_bytes: int) -> None:
+    """The file size ``OPTIMIZE`` aims for on ``table``.
+
+    On Databricks it is the table property ``delta.targetFileSize``, stored in the log, so every
+    job obeys it: ``ALTER TABLE t SET TBLPROPERTIES ('delta.targetFileSize' = '<bytes>')``.
+    Open-source Delta Lake refuses that property (``DELTA_UNKNOWN_CONFIGURATION``): its OPTIMIZE
+    reads the session setting ``spark.databricks.delta.optimize.maxFileSize`` instead, so that is
+    what this sets there, for this session only."""
+    from lakehouse.session import engine_of
+    from lakehouse.tables import set_table_properties
+
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
+        raise ValueError(f"size_bytes must be a positive int, not {size_bytes!r}.")
+    if engine_of(spark) == "delta-spark":
+        spark.conf.set(OSS_MAX_FILE_SIZE, str(size_bytes))
+    else:
+        set_table_properties(spark, table, {"delta.targetFileSize": str(size_bytes)})
+
+
 class FileSkipping(NamedTuple):
     """How many data files a query must read after data skipping, out of the table's files."""
 
@@ -274,7 +297,7 @@ def check_optimized(
     if files_after >= files_before:
         raise AssertionError(
             f"{table} has {files_after} files after OPTIMIZE, not fewer than the {files_before} "
-            "before: did delta.targetFileSize get set (the setup cell above) before optimizing?"
+            "before: was the target file size set (section 2, set_target_file_size) first?"
         )
     check_same_data(spark.table(table), data_before, f"{table} after OPTIMIZE")
     return files_after
@@ -383,6 +406,7 @@ __all__ = [
     "MAINTENANCE_TABLE",
     "ROWS_PER_SMALL_FILE",
     "SMALL_FILE_PROPERTIES",
+    "set_target_file_size",
     "FileSkipping",
     "build_small_file_copy",
     "busiest_value",

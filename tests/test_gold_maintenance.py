@@ -486,3 +486,18 @@ def test_check_constraint_rejects_a_bad_insert_and_the_check_proves_it(spark, co
             version_before=version,
             data_before=data,
         )
+
+
+def test_target_file_size_is_the_session_setting_on_open_source_delta():
+    """Open-source Delta refuses delta.targetFileSize; its OPTIMIZE reads a session setting."""
+    from types import SimpleNamespace
+
+    class Conf(dict):
+        def set(self, key, value):
+            self[key] = value
+
+    session = SimpleNamespace(_lakehouse_engine="delta-spark", conf=Conf())
+    m.set_target_file_size(session, "gold.any_table", 32 * 1024)
+    assert session.conf == {m.OSS_MAX_FILE_SIZE: "32768"}
+    with pytest.raises(ValueError, match="size_bytes must be a positive int, not 0"):
+        m.set_target_file_size(session, "gold.any_table", 0)

@@ -469,13 +469,15 @@ CI_RUN_FOLDER = "lakehouse-ci"
 
 
 def ci_environment(workdir: str | Path, *, remote: str | None = None) -> dict[str, str | None]:
-    """Environment for a headless run in its own lake: embedded engine, a fresh catalog name."""
+    """Environment for a headless run in its own lake and a fresh catalog name, on the course's
+    reference engine, delta-spark (``LAKEHOUSE_TEST_ENGINE=embedded`` on a machine without
+    Delta's jars)."""
     base = Path(workdir) / CI_RUN_FOLDER
     return {
         "LAKEHOUSE_LAKE": str(base / "lake"),
         "LAKEHOUSE_DATASETS": str(base / "datasets"),
         "LAKEHOUSE_CATALOG": f"ci_{uuid.uuid4().hex[:8]}",
-        "LAKEHOUSE_ENGINE": "embedded",
+        "LAKEHOUSE_ENGINE": os.environ.get("LAKEHOUSE_TEST_ENGINE", "delta-spark"),
         "LAKEHOUSE_SCALE": str(CI_PARAMETERS["scale"]),
         "SPARK_REMOTE": remote,
         "PYSPARK_PYTHON": sys.executable,

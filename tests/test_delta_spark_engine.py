@@ -26,15 +26,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def classic_env(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment with ``env`` on top and no SPARK_REMOTE: a classic session."""
+    return {**{k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}, **env}
+
+
 def run_child(code: str, env: dict[str, str], *, offline: bool = False) -> str:
     """Run ``code`` in a fresh interpreter; with ``offline`` in a network namespace that has
     only a loopback interface, so any download would fail."""
     command = [sys.executable, "-c", textwrap.dedent(code)]
     if offline:
         command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
-    child_env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "CI_SPARK")}
     result = subprocess.run(
-        command, env={**child_env, **env}, capture_output=True, text=True, timeout=600
+        command, env=classic_env(env), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -181,7 +185,7 @@ def test_a_second_process_on_the_same_catalog_is_told_what_to_do(tmp_path):
                 """
             ),
         ],
-        env={**{k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}, **env},
+        env=classic_env(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -204,7 +204,12 @@ def engine_settings(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
     catalog's metastore, so clients reach Delta SQL and named tables; nothing otherwise."""
     from lakehouse import jvm
     from lakehouse.config import settings
-    from lakehouse.session import delta_spark_conf, derby_java_options, resolve_engine
+    from lakehouse.session import (
+        delta_spark_conf,
+        derby_java_options,
+        metastore_dir,
+        resolve_engine,
+    )
 
     s = settings(
         engine=env.get("LAKEHOUSE_ENGINE") or None,
@@ -218,7 +223,7 @@ def engine_settings(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
         conf = delta_spark_conf(s)
     except jvm.ArtifactError as exc:
         raise ConnectServerError(str(exc)) from None
-    (s.catalog_path / "_metastore").mkdir(parents=True, exist_ok=True)
+    metastore_dir(s).mkdir(parents=True, exist_ok=True)
     return conf, derby_java_options(s)
 
 

@@ -296,8 +296,8 @@ def embedded_files(path: str, customer: str) -> tuple[int, int, int]:
     a reader that did could skip to."""
     from pyspark.sql.datasource import EqualTo
 
-    from lakehouse.embedded import log as delta_log
-    from lakehouse.embedded.delta_source import DeltaDataSource, prune_files
+    from lakehouse.engines.embedded import log as delta_log
+    from lakehouse.engines.embedded.delta_source import DeltaDataSource, prune_files
 
     snap = delta_log.snapshot(path)
     source = DeltaDataSource({"path": path})

@@ -65,8 +65,8 @@ def breakdown(b: Bench, base) -> None:
     """Split the embedded engine's cost into its parts, by timing the parts on their own."""
     import pyarrow.parquet as pq
 
-    from lakehouse.embedded import delta_source
-    from lakehouse.embedded import log as delta_log
+    from lakehouse.engines.embedded import delta_source
+    from lakehouse.engines.embedded import log as delta_log
 
     spark, n, out = b.spark, b.rows, b.breakdown
     table = b.path("overwrite.delta")

@@ -13,8 +13,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from lakehouse.embedded import log as delta_log
-from lakehouse.embedded.errors import DeltaError, TableNotFound, UnsupportedOperation
+from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded.errors import DeltaError, TableNotFound, UnsupportedOperation
 
 
 # ------------------------------------------------------------------------------------------------

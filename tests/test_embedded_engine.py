@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse import DeltaTable
-from lakehouse.embedded import log as delta_log
+from lakehouse.engines.embedded import log as delta_log
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_statistics_let_a_filter_skip_files(spark, path):
     assert bounds == [(0, 99), (100, 199), (200, 299)]
     from pyspark.sql.datasource import EqualTo, GreaterThan
 
-    from lakehouse.embedded.delta_source import prune_files
+    from lakehouse.engines.embedded.delta_source import prune_files
 
     assert len(prune_files(snap.files, [EqualTo(("id",), 150)], [])) == 1
     assert len(prune_files(snap.files, [GreaterThan(("id",), 99)], [])) == 2

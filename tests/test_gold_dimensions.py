@@ -13,7 +13,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from lakehouse.embedded import log as delta_log
+from lakehouse.engines.embedded import log as delta_log
 from lakehouse.gold import UNKNOWN_KEY
 from lakehouse.gold import dimensions as dims
 from lakehouse.silver.scd2 import check_scd2

@@ -445,7 +445,7 @@ def test_an_unknown_table_name_is_named_with_a_fix(spark):
 
 def test_an_unsupported_call_names_the_alternative(spark, tmp_path):
     from lakehouse import DeltaTable
-    from lakehouse.embedded.errors import UnsupportedOperation
+    from lakehouse.engines.embedded.errors import UnsupportedOperation
 
     table = str(tmp_path / "orders")
     spark.range(3).write.format("delta").save(table)

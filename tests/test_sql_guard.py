@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lakehouse.embedded.errors import UnsupportedOperation
-from lakehouse.embedded.sql_guard import delta_only_statement
+from lakehouse.engines.embedded.errors import UnsupportedOperation
+from lakehouse.engines.embedded.sql_guard import delta_only_statement
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ RATE = 20  # events per second: a new file every 2.5 s, for a minute, through th
 # ------------------------------------------------------------------------------------------------
 def child_run(landing: str, mode: str) -> None:
     from lakehouse import get_spark
-    from lakehouse.embedded.catalog import catalog_for
+    from lakehouse.engines.embedded.catalog import catalog_for
     from lakehouse.streaming import BRONZE, RISK_WINDOWS, SILVER, pipeline, upsert
 
     spark = get_spark("embedded", scale="tiny", app_name="exactly-once-child")

@@ -29,7 +29,7 @@ def drop_table(spark, name: str) -> None:
     """``DROP TABLE IF EXISTS name``, data included (a managed table's semantics).
 
     On the embedded engine the table's folder in the lake is its storage, so it goes too."""
-    from lakehouse.embedded.catalog import catalog_for
+    from lakehouse.engines.embedded.catalog import catalog_for
 
     catalog = catalog_for(spark) if engine_of(spark) == "embedded" else None
     if catalog is None:
@@ -43,7 +43,7 @@ def drop_table(spark, name: str) -> None:
 
 def drop_schema(spark, schema: str) -> None:
     """``DROP SCHEMA IF EXISTS schema CASCADE``: the schema and every table in it."""
-    from lakehouse.embedded.catalog import catalog_for
+    from lakehouse.engines.embedded.catalog import catalog_for
 
     catalog = catalog_for(spark) if engine_of(spark) == "embedded" else None
     if catalog is None:

@@ -289,7 +289,7 @@ def _launch(builder, s: Settings):
 
 
 def _embedded(s: Settings, app_name: str):
-    from lakehouse.embedded import catalog, sql_guard, writer_shim
+    from lakehouse.engines.embedded import catalog, sql_guard, writer_shim
 
     spark = _remote_session(s) if s.remote else _launch(_local_builder(s, app_name), s)
     if not s.remote:

@@ -17,7 +17,7 @@ import re
 
 def _embedded(spark) -> bool:
     """Whether ``spark`` runs the embedded engine (its sessions carry the lake catalog)."""
-    from lakehouse.embedded.catalog import catalog_for
+    from lakehouse.engines.embedded.catalog import catalog_for
 
     return catalog_for(spark) is not None or getattr(spark, "_lakehouse_engine", None) == "embedded"
 
@@ -29,7 +29,7 @@ def _active(spark):
 
     active = SparkSession.getActiveSession()
     if active is None:
-        from lakehouse.embedded import catalog
+        from lakehouse.engines.embedded import catalog
 
         active = catalog._ACTIVE.spark if catalog._ACTIVE is not None else None
     return active
@@ -45,7 +45,7 @@ def _remote(spark) -> bool:
 
 def _implementation(spark):
     if spark is not None and _embedded(spark):
-        from lakehouse.embedded.tables import EmbeddedDeltaTable
+        from lakehouse.engines.embedded.tables import EmbeddedDeltaTable
 
         return EmbeddedDeltaTable
     if spark is not None and _remote(spark):
@@ -154,7 +154,7 @@ def _sql_identifier(table: str) -> str:
 
 
 def _embedded_table(spark, table: str):
-    from lakehouse.embedded.tables import EmbeddedDeltaTable
+    from lakehouse.engines.embedded.tables import EmbeddedDeltaTable
 
     if "/" in table or "\\" in table or table.startswith("file:"):
         return EmbeddedDeltaTable.forPath(spark, table)
@@ -255,9 +255,9 @@ def vacuum_dry_run(spark, table: str, retention_hours: float | None = None) -> l
 def _embedded_vacuum_dry_run(spark, table: str, retention_hours: float | None) -> list[str]:
     import math
 
-    from lakehouse.embedded import log as delta_log
-    from lakehouse.embedded.errors import DeltaError
-    from lakehouse.embedded.tables import _DEFAULT_RETENTION, _interval_hours
+    from lakehouse.engines.embedded import log as delta_log
+    from lakehouse.engines.embedded.errors import DeltaError
+    from lakehouse.engines.embedded.tables import _DEFAULT_RETENTION, _interval_hours
 
     location = _embedded_table(spark, table)._location
     rs_table = delta_log.open_table(location)
@@ -318,7 +318,7 @@ def data_file_stats(spark, table: str, columns: list[str]):
             )
             .orderBy("file")
         )
-    from lakehouse.embedded import log as delta_log
+    from lakehouse.engines.embedded import log as delta_log
 
     snap = delta_log.snapshot(_embedded_table(spark, table)._location)
     rows = []

@@ -611,8 +611,8 @@ def column_comments(spark: SparkSession, table: str = CUSTOMER_360) -> dict[str,
     from lakehouse.session import engine_of
 
     if engine_of(spark) == "embedded":
-        from lakehouse.embedded import log
-        from lakehouse.embedded.catalog import catalog_for
+        from lakehouse.engines.embedded import log
+        from lakehouse.engines.embedded.catalog import catalog_for
 
         catalog = catalog_for(spark)
         if catalog is not None:

@@ -795,7 +795,7 @@ def _refresh(spark: SparkSession) -> None:
     from lakehouse.session import engine_of
 
     if engine_of(spark) == "embedded":
-        from lakehouse.embedded.catalog import catalog_for
+        from lakehouse.engines.embedded.catalog import catalog_for
 
         catalog = catalog_for(spark)
         if catalog is not None:

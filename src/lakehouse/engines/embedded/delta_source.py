@@ -37,8 +37,8 @@ from pyspark.sql.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from lakehouse.embedded import log as delta_log
-from lakehouse.embedded.errors import DeltaError
+from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded.errors import DeltaError
 
 
 def _keep_static_archive_listings() -> None:

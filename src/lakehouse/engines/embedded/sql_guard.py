@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 
-from lakehouse.embedded.errors import UnsupportedOperation
+from lakehouse.engines.embedded.errors import UnsupportedOperation
 
 _PATCHED = "_lakehouse_sql_guard"
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
@@ -122,7 +122,7 @@ def _check(session, statement) -> None:
 
 def install() -> None:
     """Guard ``spark.sql`` of classic and Spark Connect sessions (once per process)."""
-    from lakehouse.embedded.writer_shim import session_classes
+    from lakehouse.engines.embedded.writer_shim import session_classes
 
     for cls in session_classes():
         if cls.__dict__.get(_PATCHED):

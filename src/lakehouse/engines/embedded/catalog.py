@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lakehouse.embedded import log as delta_log
-from lakehouse.embedded.delta_source import DeltaDataSource, bind
-from lakehouse.embedded.errors import DeltaError, TableNotFound
+from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded.delta_source import DeltaDataSource, bind
+from lakehouse.engines.embedded.errors import DeltaError, TableNotFound
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

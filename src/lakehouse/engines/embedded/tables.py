@@ -38,14 +38,14 @@ from pyspark.sql.types import (
     VarcharType,
 )
 
-from lakehouse.embedded import log as delta_log
-from lakehouse.embedded.catalog import catalog_for
-from lakehouse.embedded.errors import (
+from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded.catalog import catalog_for
+from lakehouse.engines.embedded.errors import (
     ConcurrentModification,
     DeltaError,
     UnsupportedOperation,
 )
-from lakehouse.embedded.expressions import assignment_columns, condition_column, describe
+from lakehouse.engines.embedded.expressions import assignment_columns, condition_column, describe
 
 # Hidden columns of a rewrite; the prefix keeps them clear of any learner's column names.
 _P = "__lakehouse_"

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse.embedded.errors import DeltaError, TableNotFound
+from lakehouse.engines.embedded.errors import DeltaError, TableNotFound
 
 PARTITION_OPTION = "__partition_columns"
 _STATS_STRING_PREFIX = 32

@@ -16,9 +16,9 @@ import functools
 import json
 from typing import Any
 
-from lakehouse.embedded import log as delta_log
-from lakehouse.embedded.catalog import catalog_for
-from lakehouse.embedded.errors import DeltaError
+from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded.catalog import catalog_for
+from lakehouse.engines.embedded.errors import DeltaError
 
 _STATE = "_lakehouse_state"
 _PATCHED = "_lakehouse_patched"

@@ -45,7 +45,7 @@ def _remote(spark) -> bool:
 
 def _implementation(spark):
     if spark is not None and _embedded(spark):
-        from lakehouse.engines.embedded.tables import EmbeddedDeltaTable
+        from lakehouse.engines.embedded.table import EmbeddedDeltaTable
 
         return EmbeddedDeltaTable
     if spark is not None and _remote(spark):
@@ -154,7 +154,7 @@ def _sql_identifier(table: str) -> str:
 
 
 def _embedded_table(spark, table: str):
-    from lakehouse.engines.embedded.tables import EmbeddedDeltaTable
+    from lakehouse.engines.embedded.table import EmbeddedDeltaTable
 
     if "/" in table or "\\" in table or table.startswith("file:"):
         return EmbeddedDeltaTable.forPath(spark, table)
@@ -257,7 +257,7 @@ def _embedded_vacuum_dry_run(spark, table: str, retention_hours: float | None) -
 
     from lakehouse.engines.embedded import log as delta_log
     from lakehouse.engines.embedded.errors import DeltaError
-    from lakehouse.engines.embedded.tables import _DEFAULT_RETENTION, _interval_hours
+    from lakehouse.engines.embedded.table import _DEFAULT_RETENTION, _interval_hours
 
     location = _embedded_table(spark, table)._location
     rs_table = delta_log.open_table(location)

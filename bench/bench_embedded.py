@@ -65,7 +65,7 @@ def breakdown(b: Bench, base) -> None:
     """Split the embedded engine's cost into its parts, by timing the parts on their own."""
     import pyarrow.parquet as pq
 
-    from lakehouse.engines.embedded import delta_source
+    from lakehouse.engines.embedded import delta_source, writes
     from lakehouse.engines.embedded import log as delta_log
 
     spark, n, out = b.spark, b.rows, b.breakdown
@@ -99,10 +99,10 @@ def breakdown(b: Bench, base) -> None:
         if a
     ]
     t0 = time.perf_counter()
-    plan = delta_log.plan_write(copy, snap.arrow_schema, {}, False)
+    plan = writes.plan_write(copy, snap.arrow_schema, {}, False)
     plan_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    delta_log.commit_files(copy, files, plan, overwrite=False)
+    writes.commit_files(copy, files, plan, overwrite=False)
     commit_s = time.perf_counter() - t0
     out.append(
         f"driver side, in this process: plan_write (opens the snapshot) {plan_s:.3f} s, "

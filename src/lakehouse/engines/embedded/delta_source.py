@@ -38,6 +38,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.types import StructType
 
 from lakehouse.engines.embedded import log as delta_log
+from lakehouse.engines.embedded import writes
 from lakehouse.engines.embedded.errors import DeltaError
 
 
@@ -497,7 +498,7 @@ class DeltaWriter(DataSourceArrowWriter):
         self.options = {k.lower(): v for k, v in options.items()}
         self.overwrite = overwrite
         self.arrow_schema = delta_log.nullable(_spark_to_arrow(schema))
-        self.plan = delta_log.plan_write(path, self.arrow_schema, self.options, overwrite)
+        self.plan = writes.plan_write(path, self.arrow_schema, self.options, overwrite)
 
     def write(self, iterator):
         return _FileWriter(
@@ -517,7 +518,7 @@ class DeltaWriter(DataSourceArrowWriter):
                 "Idempotent writes need both options: .option('txnAppId', <stable id>) and "
                 ".option('txnVersion', <increasing number, e.g. the foreachBatch batch id>)."
             )
-        delta_log.commit_files(
+        writes.commit_files(
             self.path,
             files,
             self.plan,
@@ -564,9 +565,9 @@ class DeltaStreamWriter(DataSourceStreamArrowWriter):
                 f"Streaming into the Delta table at {path!r} needs a checkpoint: add "
                 ".option('checkpointLocation', <a folder of its own>) to the writeStream."
             )
-        self.app_id = delta_log.query_id(delta_log.local_path(checkpoint))
+        self.app_id = writes.query_id(delta_log.local_path(checkpoint))
         self.arrow_schema = delta_log.nullable(_spark_to_arrow(schema))
-        self.plan = delta_log.plan_write(path, self.arrow_schema, self.options, overwrite)
+        self.plan = writes.plan_write(path, self.arrow_schema, self.options, overwrite)
 
     def write(self, iterator):
         return _FileWriter(
@@ -578,7 +579,7 @@ class DeltaStreamWriter(DataSourceStreamArrowWriter):
 
     def commit(self, messages, batchId):  # noqa: N803 (Spark's name)
         files = [f for m in messages if m is not None for f in m.files]
-        delta_log.commit_files(
+        writes.commit_files(
             self.path,
             files,
             self.plan,

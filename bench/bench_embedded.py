@@ -463,12 +463,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.engine == "delta-spark":
         if not delta_spark_jars():
-            from lakehouse import jvm
+            from lakehouse.engines.delta_spark import jvm
 
             absent = ", ".join(a.coordinate for a in jvm.missing("spark"))
             return skipped(
                 f"delta-spark's jars are not in the JVM cache {jvm.cache_dir()} (missing: "
-                f"{absent}): run `python -m lakehouse.jvm fetch` (scripts/bootstrap does)"
+                f"{absent}): run `python -m lakehouse.engines.delta_spark.jvm fetch` "
+                "(scripts/bootstrap does)"
             )
         meta["delta_version"] = f"delta-spark {_version('delta-spark')}"
     else:

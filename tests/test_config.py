@@ -83,7 +83,7 @@ def test_auto_picks_databricks_on_a_runtime(clean_env):
 
 
 def test_auto_picks_delta_spark_when_its_pinned_jars_are_cached(clean_env, tmp_path):
-    from lakehouse import jvm
+    from lakehouse.engines.delta_spark import jvm
 
     clean_env.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "jvm"))
     assert session.resolve_engine("auto") == "embedded"  # nothing cached yet

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import jvm, session
+from lakehouse import session
+from lakehouse.engines.delta_spark import jvm
 
 pytestmark = pytest.mark.skipif(
     not session.delta_spark_jars(),

@@ -183,7 +183,7 @@ def test_mini_yaml_parser_reads_the_environment_files_like_pyyaml():
 # The JVM artifacts (src/lakehouse/conf/jvm-artifacts.txt) against the Python pins
 # ------------------------------------------------------------------------------------------------
 def jvm_pins() -> dict[str, str]:
-    from lakehouse import jvm
+    from lakehouse.engines.delta_spark import jvm
 
     return {f"{a.group}:{a.name}": a.version for a in jvm.pinned()}
 
@@ -218,7 +218,7 @@ def test_pip_delta_spark_asks_for_the_pinned_artifact():
 
 
 def test_jvm_artifact_list_rejects_a_malformed_line(tmp_path):
-    from lakehouse import jvm
+    from lakehouse.engines.delta_spark import jvm
 
     bad = tmp_path / "list.txt"
     bad.write_text("spark io.delta:delta-spark_4.1_2.13\n")

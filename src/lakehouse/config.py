@@ -13,6 +13,8 @@ from pathlib import Path
 
 ENGINES = ("embedded", "delta-spark", "databricks")
 SCALES = ("tiny", "small", "medium", "large")
+# Spark's shuffle partitions per scale; delta-spark rebuilds a table's state with as many tasks.
+SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
 
 _CATALOG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

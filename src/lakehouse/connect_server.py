@@ -202,14 +202,14 @@ def engine_settings(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
     """Spark conf and driver Java options for the engine ``env`` selects (its
     ``LAKEHOUSE_*`` variables): on delta-spark, Delta's jars, extension and catalog and the
     catalog's metastore, so clients reach Delta SQL and named tables; nothing otherwise."""
-    from lakehouse import jvm
     from lakehouse.config import settings
-    from lakehouse.session import (
+    from lakehouse.engines.delta_spark import jvm
+    from lakehouse.engines.delta_spark.conf import (
         delta_spark_conf,
         derby_java_options,
         metastore_dir,
-        resolve_engine,
     )
+    from lakehouse.session import resolve_engine
 
     s = settings(
         engine=env.get("LAKEHOUSE_ENGINE") or None,

@@ -9,14 +9,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from lakehouse.config import Settings, settings
+from lakehouse.config import SHUFFLE_PARTITIONS, Settings, settings
+from lakehouse.engines import EngineUnavailable
+from lakehouse.engines.delta_spark.conf import (
+    check_metastore,
+    delta_spark_conf,
+    delta_spark_jars,
+    derby_java_options,
+    metastore_dir,
+)
 
 _LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
-_SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine asked for cannot start on this machine; the message says what is missing."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -35,14 +38,6 @@ def databricks_connect_configured() -> bool:
     if os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_CONFIG_PROFILE"):
         return True
     return Path("~/.databrickscfg").expanduser().is_file()
-
-
-def delta_spark_jars() -> list[str]:
-    """The pinned Delta jars in the project's JVM cache (``scripts/bootstrap`` fetches them),
-    or ``[]`` when any is missing. Reads the disk only."""
-    from lakehouse import jvm
-
-    return jvm.jars("spark") if jvm.cached("spark") else []
 
 
 def resolve_engine(engine: str) -> str:
@@ -200,47 +195,11 @@ def _local_builder(s: Settings, app_name: str, java_options: str = ""):
     return builder
 
 
-def metastore_dir(s: Settings) -> Path:
-    """Where delta-spark keeps this catalog's Hive metastore (embedded Derby)."""
-    return s.catalog_path / "_metastore"
-
-
-def delta_spark_conf(s: Settings) -> dict[str, str]:
-    """The static settings of a delta-spark session, classic or a Spark Connect server's.
-
-    Delta's jars come from the project's cache (``spark.jars``: nothing is resolved, so the
-    session starts offline), with Delta's SQL extension and catalog. Table names persist in a
-    Hive metastore on embedded Derby under ``<lake>/<catalog>/_metastore``, one per catalog, so
-    each learner or test run has its own; managed tables live in ``<lake>/<catalog>/_warehouse``
-    and ``DROP TABLE`` deletes their data, as on Databricks."""
-    from lakehouse import jvm
-
-    metastore = metastore_dir(s)
-    return {
-        "spark.jars": ",".join(jvm.jars("spark")),
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.catalogImplementation": "hive",
-        "spark.sql.warehouse.dir": str(s.catalog_path / "_warehouse"),
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"
-        ),
-        # Delta rebuilds a table's state with this many tasks (50 by default): a laptop's
-        # two cores spend more time scheduling them than reading a small log.
-        "spark.databricks.delta.snapshotPartitions": str(_SHUFFLE_PARTITIONS[s.scale]),
-    }
-
-
-def derby_java_options(s: Settings) -> str:
-    """Derby writes its log beside the metastore, not into the notebook's folder."""
-    return f"-Dderby.stream.error.file={metastore_dir(s) / 'derby.log'}"
-
-
 def _runtime_conf(s: Settings) -> dict[str, str]:
     """Settings a session can take at run time, so they apply through Spark Connect too."""
     return {
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(_SHUFFLE_PARTITIONS[s.scale]),
+        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS[s.scale]),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Off: the Delta reader does not push filters down (see SnapshotReader for the Spark
         # 4.1 bug that makes pushdown state leak between queries of one DataFrame).
@@ -304,7 +263,7 @@ def _embedded(s: Settings, app_name: str):
 def _delta_spark(s: Settings, app_name: str):
     if s.remote:
         return _remote_session(s)
-    from lakehouse import jvm
+    from lakehouse.engines.delta_spark import jvm
 
     try:
         conf = delta_spark_conf(s)
@@ -316,27 +275,8 @@ def _delta_spark(s: Settings, app_name: str):
     metastore_dir(s).mkdir(parents=True, exist_ok=True)
     spark = _launch(builder, s)
     spark.sparkContext.setLogLevel("ERROR")
-    _check_metastore(spark, s)
+    check_metastore(spark, s)
     return spark
-
-
-def _check_metastore(spark, s: Settings) -> None:
-    """Open the catalog's metastore now, so a second Spark process on the same catalog gets a
-    message that says what to do instead of Hive's 'Unable to instantiate ...' at its first
-    table name."""
-    try:
-        spark.catalog.listDatabases()
-    except Exception as exc:
-        if "SessionHiveMetaStoreClient" not in str(exc):
-            raise
-        spark.stop()
-        raise EngineUnavailable(
-            f"The metastore of catalog {s.catalog!r} ({metastore_dir(s)}) is in use by another "
-            "Spark process: embedded Derby admits one at a time. Stop the other kernel or job, "
-            "or give this one its own LAKEHOUSE_CATALOG, or run your notebooks through one Spark "
-            "Connect server (make lab does; or make connect-start and "
-            "SPARK_REMOTE=sc://localhost:15002)."
-        ) from None
 
 
 def _databricks(s: Settings):

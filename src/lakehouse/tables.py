@@ -1,10 +1,10 @@
 """``DeltaTable`` for every engine: notebooks import it from here.
 
 On delta-spark (classic) and Databricks it hands back the real ``delta.tables.DeltaTable``;
-through a local Spark Connect server on delta-spark, ``lakehouse.delta_sql.SqlDeltaTable``, which
-runs each method as its Delta SQL; on the embedded engine, the delta-rs-backed table with the
-same methods. The helpers below cover the
-Databricks SQL idioms the embedded engine cannot run as SQL (CHECK constraints).
+through a local Spark Connect server on delta-spark,
+``lakehouse.engines.delta_spark.sql_table.SqlDeltaTable``, which runs each method as its Delta
+SQL; on the embedded engine, the delta-rs-backed table with the same methods. The helpers below
+cover the Databricks SQL idioms the embedded engine cannot run as SQL (CHECK constraints).
 
 >>> from lakehouse import DeltaTable                             # doctest: +SKIP
 >>> DeltaTable.forName(spark, "silver.customers").history(1)     # doctest: +SKIP
@@ -54,7 +54,7 @@ def _implementation(spark):
         if engine_of(spark) == "delta-spark":
             # The local Spark Connect server runs Delta without Delta Connect's plugin (its
             # artifact is not served here): the same methods, as the Delta SQL they stand for.
-            from lakehouse.delta_sql import SqlDeltaTable
+            from lakehouse.engines.delta_spark.sql_table import SqlDeltaTable
 
             return SqlDeltaTable
     try:

@@ -1,15 +1,15 @@
-"""The JVM artifacts the course needs beyond pyspark's own jars, from one pinned list.
+"""The JVM artifacts the delta-spark engine needs beyond pyspark's own jars, from one pinned list.
 
-``conf/jvm-artifacts.txt`` names each artifact (``group:artifact:version``) and what uses it.
-:func:`fetch` downloads them once from Maven Central with Apache Ivy -- the copy inside pyspark,
-so no Maven install is needed -- into the project's cache; :func:`jars` then hands Spark the
-files, and a session starts without resolving anything, offline.
+``lakehouse/conf/jvm-artifacts.txt`` names each artifact (``group:artifact:version``) and what
+uses it. :func:`fetch` downloads them once from Maven Central with Apache Ivy -- the copy inside
+pyspark, so no Maven install is needed -- into the project's cache; :func:`jars` then hands Spark
+the files, and a session starts without resolving anything, offline.
 
 Command line (``scripts/bootstrap`` runs the first)::
 
-    python -m lakehouse.jvm fetch     # download what is missing; say which artifact failed
-    python -m lakehouse.jvm status    # what is cached, what is missing
-    python -m lakehouse.jvm path      # the cached jars for Spark, comma-separated
+    python -m lakehouse.engines.delta_spark.jvm fetch   # download what is missing; say which failed
+    python -m lakehouse.engines.delta_spark.jvm status  # what is cached, what is missing
+    python -m lakehouse.engines.delta_spark.jvm path    # the cached jars for Spark, comma-separated
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lakehouse.config import project_root
 
-PINNED_LIST = Path(__file__).parent / "conf" / "jvm-artifacts.txt"
+PINNED_LIST = Path(__file__).parents[2] / "conf" / "jvm-artifacts.txt"  # lakehouse/conf
 FALLBACK = "LAKEHOUSE_ENGINE=embedded"
 
 
@@ -96,8 +96,8 @@ def jars(use: str = "spark") -> list[str]:
         names = ", ".join(a.coordinate for a in absent)
         raise ArtifactError(
             f"JVM artifacts not in the cache {cache_dir()}: {names}. Run scripts/bootstrap (or "
-            f"python -m lakehouse.jvm fetch) on a machine that reaches Maven Central, or run the "
-            f"course on the embedded engine: {FALLBACK}."
+            f"python -m lakehouse.engines.delta_spark.jvm fetch) on a machine that reaches Maven "
+            f"Central, or run the course on the embedded engine: {FALLBACK}."
         )
     return [str(jar_path(a)) for a in pinned() if a.use == use]
 
@@ -174,7 +174,9 @@ def fetch(*, cache: Path | None = None, log=print) -> list[Artifact]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lakehouse.jvm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m lakehouse.engines.delta_spark.jvm", description=__doc__
+    )
     parser.add_argument("command", choices=["fetch", "status", "path"])
     parser.add_argument("--use", default="spark", help="which artifacts 'path' lists")
     args = parser.parse_args(argv)

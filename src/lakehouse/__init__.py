@@ -5,7 +5,8 @@
 """
 
 from lakehouse.config import ENGINES, SCALES, Settings, settings
-from lakehouse.session import EngineUnavailable, engine_of, get_spark
+from lakehouse.engines import EngineUnavailable, engine_of
+from lakehouse.session import get_spark
 
 __all__ = [
     "ENGINES",

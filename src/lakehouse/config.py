@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ENGINES = ("embedded", "delta-spark", "databricks")
+from lakehouse.engines import ENGINES
+
 SCALES = ("tiny", "small", "medium", "large")
 # Spark's shuffle partitions per scale; delta-spark rebuilds a table's state with as many tasks.
 SHUFFLE_PARTITIONS = {"tiny": 2, "small": 4, "medium": 8, "large": 16}

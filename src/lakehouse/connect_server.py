@@ -203,13 +203,13 @@ def engine_settings(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
     ``LAKEHOUSE_*`` variables): on delta-spark, Delta's jars, extension and catalog and the
     catalog's metastore, so clients reach Delta SQL and named tables; nothing otherwise."""
     from lakehouse.config import settings
+    from lakehouse.engines import resolve_engine
     from lakehouse.engines.delta_spark import jvm
     from lakehouse.engines.delta_spark.conf import (
         delta_spark_conf,
         derby_java_options,
         metastore_dir,
     )
-    from lakehouse.session import resolve_engine
 
     s = settings(
         engine=env.get("LAKEHOUSE_ENGINE") or None,

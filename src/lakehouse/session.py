@@ -1,5 +1,6 @@
 """One call for a ready SparkSession on the engine in force: embedded, delta-spark or
-databricks, classic or through Spark Connect."""
+databricks, classic or through Spark Connect. Which engine is in force, and how a session's
+engine is recognised, is decided in ``lakehouse.engines``; this module builds the session."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import sys
 from pathlib import Path
 
 from lakehouse.config import SHUFFLE_PARTITIONS, Settings, settings
-from lakehouse.engines import EngineUnavailable
+from lakehouse.engines import (
+    EngineUnavailable,
+    databricks_connect_configured,
+    engine_of,
+    on_databricks_runtime,
+    resolve_engine,
+)
 from lakehouse.engines.delta_spark.conf import (
     check_metastore,
     delta_spark_conf,
@@ -20,36 +27,6 @@ from lakehouse.engines.delta_spark.conf import (
 )
 
 _LOG4J = Path(__file__).parent / "conf" / "log4j2.properties"
-
-
-# ------------------------------------------------------------------------------------------------
-# Engine selection
-# ------------------------------------------------------------------------------------------------
-def on_databricks_runtime() -> bool:
-    return "DATABRICKS_RUNTIME_VERSION" in os.environ
-
-
-def databricks_connect_configured() -> bool:
-    """Databricks Connect is installed and pointed at a workspace (no network call)."""
-    try:
-        import databricks.connect  # noqa: F401
-    except ImportError:
-        return False
-    if os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_CONFIG_PROFILE"):
-        return True
-    return Path("~/.databrickscfg").expanduser().is_file()
-
-
-def resolve_engine(engine: str) -> str:
-    """``auto`` becomes databricks (running there or configured), delta-spark (its pinned jars
-    are in the project's cache), else embedded. Never touches the network."""
-    if engine != "auto":
-        return engine
-    if on_databricks_runtime() or databricks_connect_configured():
-        return "databricks"
-    if delta_spark_jars():
-        return "delta-spark"
-    return "embedded"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,27 +94,6 @@ def get_spark(
         spark = _embedded(s, app_name)
     _mark(spark, chosen, s)
     return spark
-
-
-def engine_of(spark) -> str:
-    """The engine a session was built for. A session not built by :func:`get_spark` -- the
-    one a ``foreachBatch`` function receives, say -- is recognised by its settings: Databricks
-    by its runtime, delta-spark by Delta's SQL extension, else embedded."""
-    engine = getattr(spark, "_lakehouse_engine", None)
-    if engine:
-        return engine
-    if on_databricks_runtime():
-        return "databricks"
-    try:
-        extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    except Exception:  # a stopped session, or a mock in a test
-        extensions = ""
-    engine = "delta-spark" if "DeltaSparkSessionExtension" in extensions else "embedded"
-    try:
-        spark._lakehouse_engine = engine
-    except AttributeError:
-        pass
-    return engine
 
 
 def settings_of(spark) -> Settings | None:
@@ -299,3 +255,21 @@ def _databricks(s: Settings):
     # Same answers as the local engines for anything that prints or groups by time.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     return spark
+
+
+# Names imported from lakehouse.engines are part of this module's interface too: the course's
+# modules, tests and scripts call session.engine_of, session.delta_spark_jars and the like.
+__all__ = [
+    "EngineUnavailable",
+    "databricks_connect_configured",
+    "delta_spark_conf",
+    "delta_spark_jars",
+    "derby_java_options",
+    "engine_of",
+    "ensure_java",
+    "get_spark",
+    "metastore_dir",
+    "on_databricks_runtime",
+    "resolve_engine",
+    "settings_of",
+]

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import re
 
-
-def _embedded(spark) -> bool:
-    """Whether ``spark`` runs the embedded engine (its sessions carry the lake catalog)."""
-    from lakehouse.engines.embedded.catalog import catalog_for
-
-    return catalog_for(spark) is not None or getattr(spark, "_lakehouse_engine", None) == "embedded"
+from lakehouse.engines import delta_table_class, runs_embedded
 
 
 def _active(spark):
@@ -33,39 +28,6 @@ def _active(spark):
 
         active = catalog._ACTIVE.spark if catalog._ACTIVE is not None else None
     return active
-
-
-def _remote(spark) -> bool:
-    try:
-        from pyspark.sql.connect.session import SparkSession as ConnectSession
-    except ImportError:
-        return False
-    return isinstance(spark, ConnectSession)
-
-
-def _implementation(spark):
-    if spark is not None and _embedded(spark):
-        from lakehouse.engines.embedded.table import EmbeddedDeltaTable
-
-        return EmbeddedDeltaTable
-    if spark is not None and _remote(spark):
-        from lakehouse.session import engine_of
-
-        if engine_of(spark) == "delta-spark":
-            # The local Spark Connect server runs Delta without Delta Connect's plugin (its
-            # artifact is not served here): the same methods, as the Delta SQL they stand for.
-            from lakehouse.engines.delta_spark.sql_table import SqlDeltaTable
-
-            return SqlDeltaTable
-    try:
-        from delta.tables import DeltaTable as RealDeltaTable
-    except ImportError:
-        raise ImportError(
-            "delta.tables is not importable: install delta-spark (pip install delta-spark), "
-            "which Databricks runtimes ship, or build the session with "
-            "lakehouse.get_spark('embedded')."
-        ) from None
-    return RealDeltaTable
 
 
 class DeltaTable:
@@ -90,7 +52,7 @@ class DeltaTable:
     @classmethod
     def forPath(cls, sparkSession, path: str, hadoopConf: dict[str, str] | None = None):  # noqa: N802,N803
         """The Delta table at ``path``; raises when there is none."""
-        impl = _implementation(sparkSession)
+        impl = delta_table_class(sparkSession)
         if hadoopConf is None:
             return impl.forPath(sparkSession, path)
         return impl.forPath(sparkSession, path, hadoopConf)
@@ -98,17 +60,17 @@ class DeltaTable:
     @classmethod
     def forName(cls, sparkSession, tableOrViewName: str):  # noqa: N802,N803
         """The Delta table named ``tableOrViewName``."""
-        return _implementation(sparkSession).forName(sparkSession, tableOrViewName)
+        return delta_table_class(sparkSession).forName(sparkSession, tableOrViewName)
 
     @classmethod
     def isDeltaTable(cls, sparkSession, identifier: str) -> bool:  # noqa: N802,N803
         """Whether the path ``identifier`` is the root of a Delta table."""
-        return _implementation(sparkSession).isDeltaTable(sparkSession, identifier)
+        return delta_table_class(sparkSession).isDeltaTable(sparkSession, identifier)
 
     @classmethod
     def convertToDelta(cls, sparkSession, identifier: str, partitionSchema=None):  # noqa: N802,N803
         """Turn a Parquet folder, ``parquet.`/path```, into a Delta table in place."""
-        impl = _implementation(sparkSession)
+        impl = delta_table_class(sparkSession)
         if partitionSchema is None:
             return impl.convertToDelta(sparkSession, identifier)
         return impl.convertToDelta(sparkSession, identifier, partitionSchema)
@@ -117,25 +79,25 @@ class DeltaTable:
     def create(cls, sparkSession=None):  # noqa: N803
         """A builder that creates a Delta table, failing if it exists."""
         spark = _active(sparkSession)
-        return _implementation(spark).create(spark)
+        return delta_table_class(spark).create(spark)
 
     @classmethod
     def createIfNotExists(cls, sparkSession=None):  # noqa: N802,N803
         """A builder that creates a Delta table unless it exists."""
         spark = _active(sparkSession)
-        return _implementation(spark).createIfNotExists(spark)
+        return delta_table_class(spark).createIfNotExists(spark)
 
     @classmethod
     def replace(cls, sparkSession=None):  # noqa: N803
         """A builder that replaces an existing Delta table."""
         spark = _active(sparkSession)
-        return _implementation(spark).replace(spark)
+        return delta_table_class(spark).replace(spark)
 
     @classmethod
     def createOrReplace(cls, sparkSession=None):  # noqa: N802,N803
         """A builder that creates or replaces a Delta table."""
         spark = _active(sparkSession)
-        return _implementation(spark).createOrReplace(spark)
+        return delta_table_class(spark).createOrReplace(spark)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,7 +135,7 @@ def set_table_properties(spark, table: str, properties: dict[str, str]) -> None:
         raise ValueError(
             "properties must be a non-empty dict, e.g. {'delta.enableChangeDataFeed': 'true'}"
         )
-    if _embedded(spark):
+    if runs_embedded(spark):
         _embedded_table(spark, table).set_properties(properties)
         return
     pairs = ", ".join(
@@ -200,7 +162,7 @@ def add_check_constraint(spark, table: str, name: str, expression: str) -> None:
         raise ValueError(
             f"Constraint name {name!r} is not valid: use letters, digits and underscores."
         )
-    if _embedded(spark):
+    if runs_embedded(spark):
         _embedded_table(spark, table).add_check_constraint(name, expression)
         return
     spark.sql(f"ALTER TABLE {_sql_identifier(table)} ADD CONSTRAINT {name} CHECK ({expression})")
@@ -212,7 +174,7 @@ def drop_check_constraint(spark, table: str, name: str, *, if_exists: bool = Fal
         raise ValueError(
             f"Constraint name {name!r} is not valid: use letters, digits and underscores."
         )
-    if _embedded(spark):
+    if runs_embedded(spark):
         _embedded_table(spark, table).drop_check_constraint(name, if_exists=if_exists)
         return
     guard = "IF EXISTS " if if_exists else ""
@@ -245,7 +207,7 @@ def vacuum_dry_run(spark, table: str, retention_hours: float | None = None) -> l
         raise ValueError(
             f"retention_hours must be a non-negative number of hours, not {retention_hours!r}."
         )
-    if _embedded(spark):
+    if runs_embedded(spark):
         return _embedded_vacuum_dry_run(spark, table, retention_hours)
     retain = "" if retention_hours is None else f" RETAIN {retention_hours:g} HOURS"
     rows = spark.sql(f"VACUUM {_sql_identifier(table)}{retain} DRY RUN").collect()
@@ -305,7 +267,7 @@ def data_file_stats(spark, table: str, columns: list[str]):
             f"{unknown} not in {table!r}: its columns are {[f.name for f in frame.schema.fields]}."
         )
     resolved = [fields[c.lower()] for c in columns]
-    if not _embedded(spark):
+    if not runs_embedded(spark):
         return (
             frame.groupBy(F.col("_metadata.file_path").alias("file"))
             .agg(

@@ -39,6 +39,12 @@ def spark(tmp_path_factory):
         ("SELECT * FROM guard.numbers TIMESTAMP AS OF '2026-01-01'", "timestampAsOf"),
         ("SELECT * FROM table_changes('guard.numbers', 0)", "readChangeFeed"),
         ("-- keep history\n  OPTIMIZE guard.numbers ZORDER BY (id)", "executeZOrderBy"),
+        ("CREATE TABLE guard.t (id BIGINT) CLUSTER BY (id)", "clusterBy"),
+        ("create or replace table guard.t using delta as select 1 as id", "createIfNotExists"),
+        (
+            "CREATE TABLE guard.t (ts TIMESTAMP, d DATE GENERATED ALWAYS AS (CAST(ts AS DATE)))",
+            "generatedAlwaysAs",
+        ),
     ],
 )
 def test_delta_sql_fails_early_naming_the_portable_call(spark, statement, portable):
@@ -109,3 +115,35 @@ def test_a_session_moved_to_another_lake_stops_resolving_the_old_tables(
 
     moved = get_spark("embedded", scale="tiny")
     assert not moved.catalog.tableExists("guard.numbers")
+
+
+def test_other_create_table_statements_are_left_to_spark():
+    assert delta_only_statement("CREATE TABLE s.t USING delta_s__t__abc123 COMMENT 'x'") is None
+    assert delta_only_statement("CREATE TABLE s.t USING parquet AS SELECT 1") is None
+    assert delta_only_statement("CREATE TABLE s.t (id INT) USING DELTA") is not None
+
+
+def test_delta_sql_inside_foreach_batch_fails_early_too(spark, tmp_path):
+    spark.range(3).write.parquet(str(tmp_path / "source"))
+    errors = []
+
+    def merge_batch(batch_df, batch_id):
+        try:
+            batch_df.sparkSession.sql(
+                "MERGE INTO guard.numbers AS t USING guard.numbers AS s ON t.id = s.id "
+                "WHEN MATCHED THEN DELETE"
+            )
+        except Exception as error:  # recorded, so the stream itself ends normally
+            errors.append(error)
+
+    query = (
+        spark.readStream.schema("id BIGINT")
+        .parquet(str(tmp_path / "source"))
+        .writeStream.foreachBatch(merge_batch)
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    assert len(errors) == 1 and isinstance(errors[0], UnsupportedOperation), errors
+    assert str(errors[0]).startswith("MERGE INTO is Delta Lake SQL")

@@ -39,6 +39,8 @@ def delta_spark_conf(s: Settings) -> dict[str, str]:
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.catalogImplementation": "hive",
+        # As on Databricks, CREATE TABLE and saveAsTable without USING/format make Delta tables.
+        "spark.sql.sources.default": "delta",
         "spark.sql.warehouse.dir": str(s.catalog_path / "_warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"

@@ -67,6 +67,15 @@ _DELTA_SQL: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
             "lakehouse.tables.drop_check_constraint(spark, name, constraint)",
         ),
         (
+            # a Delta table: no USING, or USING DELTA (the engine's own catalog registers its
+            # tables with USING <its data source>, which passes)
+            r"^\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\b(?!.*\bUSING\s+(?!delta\b)\w)",
+            "CREATE TABLE",
+            "DeltaTable.createIfNotExists(spark).tableName(name).addColumns(schema) (with "
+            ".partitionedBy(), .clusterBy(), .comment(), .property() and addColumn(name, type, "
+            "generatedAlwaysAs=...)), or df.write.format('delta').saveAsTable(name)",
+        ),
+        (
             r"^\s*COMMENT\s+ON\b",
             "COMMENT ON",
             "DeltaTable.createIfNotExists(spark).tableName(name).comment(text) (and "
@@ -107,7 +116,11 @@ def delta_only_statement(statement: str) -> tuple[str, str] | None:
 
 
 def _check(session, statement) -> None:
-    if getattr(session, "_lakehouse_engine", None) != "embedded":
+    from lakehouse.engines import runs_embedded
+
+    # runs_embedded also knows the sessions Spark makes from an embedded one, such as the
+    # micro-batch session foreachBatch hands its function.
+    if not runs_embedded(session):
         return
     found = delta_only_statement(statement)
     if found:

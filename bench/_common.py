@@ -251,29 +251,12 @@ def lookup(df, customer: str):
 # Files: in a table, and read by a query
 # ------------------------------------------------------------------------------------------------
 def scan_files(query) -> int | None:
-    """Files Spark's file scans read in the last execution of ``query``: the ``numFiles`` SQL
-    metric of every ``FileSourceScanExec`` in its executed plan (inside adaptive execution's
-    query stages), the figure Spark's UI shows. A Delta scan on delta-spark lists only the files
-    data skipping kept, so this is the files read after skipping. ``None`` when the plan has no
-    file scan (the embedded engine's Python data source)."""
-    todo = [query._jdf.queryExecution().executedPlan()]
-    total, found = 0, False
-    while todo:
-        node = todo.pop()
-        name = node.getClass().getSimpleName()
-        if name == "AdaptiveSparkPlanExec":
-            todo.append(node.executedPlan())
-            continue
-        if name.endswith("QueryStageExec"):
-            todo.append(node.plan())
-            continue
-        if name == "FileSourceScanExec":
-            total += int(node.metrics().apply("numFiles").value())
-            found = True
-        children = node.children().iterator()
-        while children.hasNext():
-            todo.append(children.next())
-    return total if found else None
+    """Files Spark's file scans read in the last execution of ``query`` (its ``numFiles`` SQL
+    metric, the figure Spark's UI shows): after data skipping for a Delta scan on delta-spark.
+    ``None`` when the plan has no file scan (the embedded engine's Python data source)."""
+    from lakehouse.gold.maintenance import files_read
+
+    return files_read(query)
 
 
 def delta_detail(b: Bench, path: str) -> dict:

@@ -457,3 +457,15 @@ def test_table_features_behave_as_delta_documents_them(lake):
     with pytest.raises(Exception, match=r"DELTA_VIOLATE_CONSTRAINT|CHECK constraint positive"):
         spark.sql(f"INSERT INTO {name} (amount, order_ts) VALUES (-1, TIMESTAMP'2026-02-01')")
     assert spark.table(name).count() == 9, "the rejected insert committed nothing"
+
+
+def test_a_selective_query_reads_only_the_files_its_range_can_match(lake):
+    """Data skipping, counted the way each engine can: Spark's scan metric on delta-spark
+    (classic and through Connect), the log's min/max statistics on the embedded engine."""
+    from lakehouse.gold import maintenance
+
+    name = lake.table("skipping")
+    (lake.spark.range(400).repartitionByRange(4, "id").write.format("delta").saveAsTable(name))
+    assert maintenance.files_for_predicate(lake.spark, name, "id", 5) == (4, 1)
+    assert maintenance.files_for_predicate(lake.spark, name, "id", 5, 399) == (4, 4)
+    assert maintenance.files_for_predicate(lake.spark, name, "id", 1000) == (4, 0)

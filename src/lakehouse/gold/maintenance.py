@@ -143,18 +143,83 @@ def files_for_predicate(
     spark: SparkSession, table: str, column: str, low: Any, high: Any = None
 ) -> FileSkipping:
     """How many of ``table``'s data files a query filtering ``column BETWEEN low AND high``
-    (``column = low`` without ``high``) must read: a file is skipped only when its min/max
-    statistics for ``column`` prove that no row can match, which is what Delta's data skipping
-    does. Files without statistics for the column are read.
+    (``column = low`` without ``high``) reads, out of the files in the table.
+
+    On delta-spark and Databricks the query runs and the count is Spark's own: the ``numFiles``
+    metric of the file scan ("number of files read" in the Spark UI and the query profile),
+    which counts the files left after Delta's data skipping; through Spark Connect it comes
+    back with the result (``DataFrame.executionInfo``). The embedded engine's reader has no
+    such metric and does not skip files, so there the count is what skipping would read: the
+    files whose min/max statistics for ``column`` include the range.
 
     >>> files_for_predicate(spark, "gold.fact_sales", "customer_sk", 42)   # doctest: +SKIP
     FileSkipping(files_total=3, files_read=1)
     """
-    from lakehouse.tables import data_file_stats
+    from lakehouse.engines import engine_of
+    from lakehouse.tables import DeltaTable
 
     if low is None:
         raise ValueError("low must be a value to compare with, not None.")
     high = low if high is None else high
+    if engine_of(spark) == "embedded":
+        return _files_by_statistics(spark, table, column, low, high)
+    total = int(DeltaTable.forName(spark, table).detail().first()["numFiles"])
+    query = spark.table(table).where(F.col(column).between(low, high))
+    query.collect()
+    read = files_read(query)
+    if read is None:
+        raise RuntimeError(
+            f"The query on {table} ran without a file scan metric to read: is {table} a Delta "
+            "table? (files_for_predicate reads the numFiles metric of its scan)"
+        )
+    return FileSkipping(total, read)
+
+
+_FILES_READ_METRICS = ("numFiles", "number of files read")
+
+
+def files_read(query: DataFrame) -> int | None:
+    """Files read by the file scans of ``query``'s last execution (call after an action), from
+    Spark's SQL metrics: the executed plan classic, ``executionInfo`` through Spark Connect.
+    ``None`` when the plan had no file scan."""
+    from lakehouse.engines import is_connect
+
+    if is_connect(query.sparkSession):
+        info = query.executionInfo
+        if info is None or info.metrics is None:
+            return None
+        counts = [
+            int(metric.value)
+            for plan in info.metrics._metrics
+            for metric in plan.metrics
+            if metric.name in _FILES_READ_METRICS
+        ]
+        return sum(counts) if counts else None
+    todo = [query._jdf.queryExecution().executedPlan()]
+    total, found = 0, False
+    while todo:
+        node = todo.pop()
+        name = node.getClass().getSimpleName()
+        if name == "AdaptiveSparkPlanExec":
+            todo.append(node.executedPlan())
+            continue
+        if name.endswith("QueryStageExec"):
+            todo.append(node.plan())
+            continue
+        if name == "FileSourceScanExec":
+            total += int(node.metrics().apply("numFiles").value())
+            found = True
+        children = node.children().iterator()
+        while children.hasNext():
+            todo.append(children.next())
+    return total if found else None
+
+
+def _files_by_statistics(
+    spark: SparkSession, table: str, column: str, low: Any, high: Any
+) -> FileSkipping:
+    from lakehouse.tables import data_file_stats
+
     stats = data_file_stats(spark, table, [column])
     name = next(c for c in stats.columns if c.startswith("min_"))[len("min_") :]
     lo, hi = F.col(f"min_{name}"), F.col(f"max_{name}")
@@ -419,6 +484,7 @@ __all__ = [
     "constraint_violation",
     "file_count",
     "files_for_predicate",
+    "files_read",
     "fingerprint",
     "latest_operation",
     "sales_summary",

@@ -6,7 +6,12 @@
     python scripts/engine_table.py reports/run-delta-spark reports/run-embedded
 
 A lesson changed since a full run can be re-run alone (``run_course.py --out DIR LESSON``) and
-its folder given after the full run's: the later result of a lesson wins.
+its folder given after the full run's: the later result of a lesson wins. With ``--update`` the
+recorded results (``tests/expected/engine_support.json``) stand for the full runs, so only the
+changed lessons need running:
+
+    python scripts/run_course.py --engine embedded --out reports/fix-embedded LESSON ...
+    python scripts/engine_table.py --update reports/fix-delta-spark reports/fix-embedded
 
 Each run's ``summary.json`` gives every lesson's result on its engine; a lesson that failed on
 the embedded engine records the first statement it stopped at. The merged results go to
@@ -28,13 +33,15 @@ DATA = ROOT / "tests" / "expected" / "engine_support.json"
 BEGIN, END = "<!-- engine-table:begin -->", "<!-- engine-table:end -->"
 
 
-def merge(runs: list[dict]) -> dict:
+def merge(runs: list[dict], base: dict | None = None) -> dict:
     """``{"engines": [...], "lessons": {notebook: {engine: result}}}`` from run summaries.
 
     Several runs of one engine combine in the order given: a later run's result for a lesson
-    replaces an earlier one's (a lesson re-run after it changed)."""
-    engines = list(dict.fromkeys(run["engine"] for run in runs))
-    lessons: dict[str, dict[str, str]] = {}
+    replaces an earlier one's (a lesson re-run after it changed). ``base``, recorded results in
+    the same form, comes before every run."""
+    base = base or {"engines": [], "lessons": {}}
+    engines = list(dict.fromkeys([*base["engines"], *(run["engine"] for run in runs)]))
+    lessons = {lesson: dict(results) for lesson, results in base["lessons"].items()}
     for run in runs:
         if run.get("spark_remote"):
             raise SystemExit(f"the {run['engine']} run went through Spark Connect: use classic")
@@ -45,9 +52,10 @@ def merge(runs: list[dict]) -> dict:
 
 
 def stopped_at(error: str) -> str:
-    """The first line of a failure, shortened to what the reader needs: the statement."""
+    """A failure shortened to what the reader needs: the Delta SQL statement it stopped at (also
+    when a stream's error wraps it, from foreachBatch), else its first line."""
     first = (error.strip().splitlines() or ["failed"])[0]
-    match = re.search(r"(?:^|:)\s*([^:]+?) is Delta Lake SQL", first)
+    match = re.search(r"(?:^|:)[ \t]*([^:\n]+?) is Delta Lake SQL", error, re.MULTILINE)
     if match:
         return f"stops at `{match.group(1)}` (Delta SQL)"
     return f"fails: {first[:120]}"
@@ -73,9 +81,13 @@ def readme_block(text: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="report folders of run_course.py")
+    parser.add_argument(
+        "--update", action="store_true", help=f"start from the results recorded in {DATA.name}"
+    )
     args = parser.parse_args(argv)
     runs = [json.loads((folder / "summary.json").read_text()) for folder in args.runs]
-    data = merge(runs)
+    base = json.loads(DATA.read_text(encoding="utf-8")) if args.update else None
+    data = merge(runs, base)
     DATA.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     text = README.read_text(encoding="utf-8")
     if readme_block(text) is None:

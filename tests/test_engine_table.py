@@ -50,3 +50,41 @@ def test_a_stop_on_delta_sql_is_rendered_with_its_statement():
         "SQL that the embedded engine (local Spark with delta-rs) does not run. Run this on ..."
     )
     assert script.stopped_at(error) == "stops at `ALTER TABLE ... SET TBLPROPERTIES` (Delta SQL)"
+    in_a_stream = (
+        "cell 27 failed: StreamingQueryException: [STREAM_FAILED] Query terminated with "
+        'exception: [FOREACH_BATCH_USER_FUNCTION_ERROR] ...\n  File "x.py", line 3\n'
+        "lakehouse.engines.embedded.errors.UnsupportedOperation: MERGE INTO is Delta Lake SQL "
+        "that the embedded engine ..."
+    )
+    assert script.stopped_at(in_a_stream) == "stops at `MERGE INTO` (Delta SQL)"
+    assert (
+        script.stopped_at("cell 2 failed: KeyError: 'x'") == "fails: cell 2 failed: KeyError: 'x'"
+    )
+
+
+def test_an_update_replaces_only_the_lessons_re_run():
+    script = load_script()
+    base = {
+        "engines": ["delta-spark", "embedded"],
+        "lessons": {
+            "a.ipynb": {"delta-spark": "runs", "embedded": "runs"},
+            "b.ipynb": {"delta-spark": "runs", "embedded": "runs"},
+        },
+    }
+    rerun = {
+        "engine": "embedded",
+        "notebooks": [
+            {
+                "notebook": "b.ipynb",
+                "status": "failed",
+                "error": "cell 3 failed: UnsupportedOperation: MERGE INTO is Delta Lake SQL ...",
+            }
+        ],
+    }
+    data = script.merge([rerun], base)
+    assert data["lessons"]["a.ipynb"] == {"delta-spark": "runs", "embedded": "runs"}
+    assert data["lessons"]["b.ipynb"] == {
+        "delta-spark": "runs",
+        "embedded": "stops at `MERGE INTO` (Delta SQL)",
+    }
+    assert base["lessons"]["b.ipynb"]["embedded"] == "runs", "merge must not change its base"

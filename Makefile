@@ -2,7 +2,7 @@
 # scripts/bootstrap, which installs whatever is missing and is quick when nothing is.
 #
 #   make course [SCALE=tiny|small|medium|large] [ENGINE=embedded|delta-spark|databricks|auto]
-#   make test   [PYTEST_ARGS='-m "not notebooks"']
+#   make test   [PYTEST_ARGS='-m "not notebooks"'] [PYTEST_WORKERS=2|0]
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
 #   make lab | exercises | strip | expected | lint | bench | bench-streaming | reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
@@ -13,6 +13,11 @@ SHELL := /bin/bash
 SCALE ?= tiny
 ENGINE ?=
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist), one test file at a time each: the notebooks' file on one,
+# the other files on the other. Much of a Spark test is waiting (JVM start, job scheduling,
+# kernels, stream triggers), so two workers finish sooner even on two cores. 0: one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 VENV ?= $(or $(LAKEHOUSE_VENV),.venv)
 PY := $(VENV)/bin/python
 BOOTSTRAP := LAKEHOUSE_VENV=$(VENV) scripts/bootstrap
@@ -49,7 +54,7 @@ course: bootstrap
 # failed or errored.
 test: bootstrap
 	@mkdir -p reports; \
-	PYTHONUNBUFFERED=1 $(PY) -m pytest $(PYTEST_ARGS) 2>&1 | tee reports/pytest.log; \
+	PYTHONUNBUFFERED=1 $(PY) -m pytest $(XDIST) $(PYTEST_ARGS) 2>&1 | tee reports/pytest.log; \
 	status=$${PIPESTATUS[0]}; last=$$(tail -n 1 reports/pytest.log); \
 	if [ $$status -eq 5 ] && [[ $$last =~ (no\ tests\ ran|deselected) ]] \
 		&& ! [[ $$last =~ (passed|failed|error) ]]; then \

@@ -250,15 +250,6 @@ def lookup(df, customer: str):
 # ------------------------------------------------------------------------------------------------
 # Files: in a table, and read by a query
 # ------------------------------------------------------------------------------------------------
-def scan_files(query) -> int | None:
-    """Files Spark's file scans read in the last execution of ``query`` (its ``numFiles`` SQL
-    metric, the figure Spark's UI shows): after data skipping for a Delta scan on delta-spark.
-    ``None`` when the plan has no file scan (the embedded engine's Python data source)."""
-    from lakehouse.gold.maintenance import files_read
-
-    return files_read(query)
-
-
 def delta_detail(b: Bench, path: str) -> dict:
     """``DESCRIBE DETAIL`` of the table at ``path`` (numFiles, sizeInBytes): the SQL on
     delta-spark, ``DeltaTable.detail()`` on the embedded engine, which runs no Delta SQL."""
@@ -484,12 +475,14 @@ def bench_zorder(b: Bench, base) -> None:
     p = b.timed("selective read", "parquet", lookup_parquet)
     if last["delta"][1] != last["parquet"][1] or not last["delta"][1]["rows"]:
         raise AssertionError(f"selective read results differ: {last}")
-    parquet_read = scan_files(last["parquet"][0])
+    from lakehouse.gold.maintenance import files_read
+
+    parquet_read = files_read(last["parquet"][0])
     parquet_total = len(list(Path(clustered).glob("*.parquet")))
     extra = {"files_total": layout["numFiles"], "parquet_files_total": parquet_total}
     extra["parquet_files_read"] = parquet_read
     if b.engine == "delta-spark":
-        extra["files_read"] = scan_files(last["delta"][0])
+        extra["files_read"] = files_read(last["delta"][0])
         how = "files read: numFiles of the Delta scan in the executed plan"
     else:
         total, planned, by_stats = embedded_files(delta, customer)

@@ -156,6 +156,11 @@ def _runtime_conf(s: Settings) -> dict[str, str]:
     return {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS[s.scale]),
+        # How many tasks list a table's folders in parallel: VACUUM lists with 10,000 by
+        # default, which costs a laptop's two cores a minute even on a tiny table.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(
+            SHUFFLE_PARTITIONS[s.scale]
+        ),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Off: the Delta reader does not push filters down (see SnapshotReader for the Spark
         # 4.1 bug that makes pushdown state leak between queries of one DataFrame).

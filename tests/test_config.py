@@ -73,6 +73,34 @@ def test_bad_settings_name_the_choices(clean_env, kwargs, message):
         settings(**kwargs)
 
 
+def test_a_bad_metastore_names_the_choices_and_the_variable(clean_env):
+    clean_env.setenv("LAKEHOUSE_METASTORE", "derby")
+    with pytest.raises(
+        ValueError, match="Unknown metastore 'derby'.*hive, in-memory.*LAKEHOUSE_METASTORE"
+    ):
+        settings()
+
+
+def test_delta_spark_keeps_names_in_hive_unless_told_the_session_needs_none(clean_env, tmp_path):
+    from lakehouse.engines.delta_spark.conf import delta_spark_conf
+
+    fake_jvm_cache(clean_env, tmp_path)
+    hive = delta_spark_conf(settings())
+    assert hive["spark.sql.catalogImplementation"] == "hive"
+    assert "metastore_db" in hive["spark.hadoop.javax.jdo.option.ConnectionURL"]
+
+    clean_env.setenv("LAKEHOUSE_METASTORE", "in-memory")
+    memory = delta_spark_conf(settings())
+    assert memory["spark.sql.catalogImplementation"] == "in-memory"
+    assert "spark.hadoop.javax.jdo.option.ConnectionURL" not in memory
+    assert {k: v for k, v in memory.items() if k != "spark.sql.catalogImplementation"} == {
+        k: v
+        for k, v in hive.items()
+        if k
+        not in ("spark.sql.catalogImplementation", "spark.hadoop.javax.jdo.option.ConnectionURL")
+    }
+
+
 def test_auto_picks_embedded_without_jars_or_workspace(clean_env):
     assert session.resolve_engine("auto") == "embedded"
 
@@ -82,15 +110,23 @@ def test_auto_picks_databricks_on_a_runtime(clean_env):
     assert session.resolve_engine("auto") == "databricks"
 
 
+def fake_jvm_cache(clean_env, tmp_path) -> None:
+    """A JVM cache holding an empty file for every pinned jar."""
+    from lakehouse.engines.delta_spark import jvm
+
+    clean_env.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "jvm"))
+    for artifact in jvm.pinned():
+        jar = jvm.jar_path(artifact)
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        jar.write_bytes(b"")
+
+
 def test_auto_picks_delta_spark_when_its_pinned_jars_are_cached(clean_env, tmp_path):
     from lakehouse.engines.delta_spark import jvm
 
     clean_env.setenv("LAKEHOUSE_JVM_CACHE", str(tmp_path / "jvm"))
     assert session.resolve_engine("auto") == "embedded"  # nothing cached yet
-    for artifact in jvm.pinned():
-        jar = jvm.jar_path(artifact)
-        jar.parent.mkdir(parents=True, exist_ok=True)
-        jar.write_bytes(b"")
+    fake_jvm_cache(clean_env, tmp_path)
     assert session.resolve_engine("auto") == "delta-spark"
     assert [Path(j).name for j in session.delta_spark_jars()] == [
         f"{a.name}-{a.version}.jar" for a in jvm.pinned() if a.use == "spark"

@@ -33,22 +33,28 @@ def delta_spark_conf(s: Settings) -> dict[str, str]:
     and ``DROP TABLE`` deletes their data, as on Databricks."""
     from lakehouse.engines.delta_spark import jvm
 
-    metastore = metastore_dir(s)
-    return {
+    conf = {
         "spark.jars": ",".join(jvm.jars("spark")),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.catalogImplementation": s.metastore,
         # As on Databricks, CREATE TABLE and saveAsTable without USING/format make Delta tables.
         "spark.sql.sources.default": "delta",
         "spark.sql.warehouse.dir": str(s.catalog_path / "_warehouse"),
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true"
-        ),
         # Delta rebuilds a table's state with this many tasks (50 by default): a laptop's
         # two cores spend more time scheduling them than reading a small log.
         "spark.databricks.delta.snapshotPartitions": str(SHUFFLE_PARTITIONS[s.scale]),
     }
+    if uses_hive(s):
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={metastore_dir(s) / 'metastore_db'};create=true"
+        )
+    return conf
+
+
+def uses_hive(s: Settings) -> bool:
+    """Whether table names live in the catalog's Hive metastore (``LAKEHOUSE_METASTORE``)."""
+    return s.metastore == "hive"
 
 
 def derby_java_options(s: Settings) -> str:
@@ -60,6 +66,8 @@ def check_metastore(spark, s: Settings) -> None:
     """Open the catalog's metastore now, so a second Spark process on the same catalog gets a
     message that says what to do instead of Hive's 'Unable to instantiate ...' at its first
     table name."""
+    if not uses_hive(s):
+        return
     try:
         spark.catalog.listDatabases()
     except Exception as exc:

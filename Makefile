@@ -13,9 +13,10 @@ SHELL := /bin/bash
 SCALE ?= tiny
 ENGINE ?=
 PYTEST_ARGS ?=
-# Two pytest workers (pytest-xdist), one test file at a time each: the notebooks' file on one,
-# the other files on the other. Much of a Spark test is waiting (JVM start, job scheduling,
-# kernels, stream triggers), so two workers finish sooner even on two cores. 0: one process.
+# Two pytest workers (pytest-xdist), one test file at a time each: the classic notebooks on one,
+# the Connect notebooks on the other, the other files on whichever is free. Much of a Spark test
+# is waiting (JVM start, job scheduling, kernels, stream triggers), so two workers finish sooner
+# even on two cores. 0: one process.
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 VENV ?= $(or $(LAKEHOUSE_VENV),.venv)

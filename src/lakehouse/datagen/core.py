@@ -25,10 +25,12 @@ from .scales import Scale, get_scale
 from .schema import DatasetSpec
 
 GENERATOR = "lakehouse.datagen"
-# Bump when the same seed and scale would produce different bytes.
-GENERATOR_VERSION = "1.0.0"
+# Bump when the same seed and scale would produce different bytes. 1.1.0 added the payment
+# operations (ML_DATASETS); every file of 1.0.0 is still written byte for byte.
+GENERATOR_VERSION = "1.1.0"
 
-# source name -> module; each module has DATASETS and generate(ctx) -> list[DatasetResult]
+# source name -> module; each module has DATASETS (and may have ML_DATASETS) and
+# generate(ctx) -> list[DatasetResult]
 _MODULES = {
     "crm": crm,
     "ecommerce": ecommerce,
@@ -37,11 +39,21 @@ _MODULES = {
     "payments": payments,
 }
 SOURCES: tuple[str, ...] = tuple(_MODULES)
+# The raw sources of the lakehouse: every one is landed in Bronze and reconciled in Silver.
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec for module in _MODULES.values() for spec in module.DATASETS
 }
+# The payment operations behind the payments (attempts and retries, chargebacks, processors,
+# response codes), written beside them for the ML module. Kept apart from DATASETS, and in the
+# manifest's ml_datasets, so the lessons that walk every raw source (01_bronze, 02_silver)
+# see the same sources as before.
+ML_DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for module in _MODULES.values() for spec in getattr(module, "ML_DATASETS", ())
+}
 # Spark-free column types per dataset: {"payments.transactions": {"amount": "decimal(12,2)", ...}}
-SCHEMAS: dict[str, dict[str, str]] = {name: spec.column_types for name, spec in DATASETS.items()}
+SCHEMAS: dict[str, dict[str, str]] = {
+    name: spec.column_types for name, spec in {**DATASETS, **ML_DATASETS}.items()
+}
 
 
 def _check_sources(sources: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -92,7 +104,7 @@ def _progress_bar(progress: bool | None, scale: Scale, sources: tuple[str, ...])
         "ecommerce": s.products + s.orders * 3.45,
         "web": s.web_events,
         "support": s.tickets * 2.9,
-        "payments": s.payments * 1.01,
+        "payments": s.payments * 2.25,  # the transactions, ~1.2 attempts each, notices
     }
     total = int(sum(expected[name] for name in sources))
     return tqdm(
@@ -159,7 +171,8 @@ def generate(
         shutil.rmtree(out / source, ignore_errors=True)
     kept = {}
     if same_generation:
-        kept = {n: d for n, d in previous.datasets.items() if d.source not in chosen}
+        earlier = {**previous.datasets, **previous.ml_datasets}
+        kept = {n: d for n, d in earlier.items() if d.source not in chosen}
 
     bar = _progress_bar(progress, chosen_scale, chosen)
     ctx = Context(out_dir=out, scale=chosen_scale, seed=seed, progress=bar)
@@ -183,6 +196,7 @@ def generate(
         window={"start": WINDOW_START.isoformat(), "end": WINDOW_END.isoformat()},
         defect_classes=dict(DEFECT_CLASSES),
         datasets={name: datasets[name] for name in DATASETS if name in datasets},
+        ml_datasets={name: datasets[name] for name in ML_DATASETS if name in datasets},
     )
     manifest.write(out)
     return manifest

@@ -88,6 +88,9 @@ class Manifest:
     window: dict
     defect_classes: dict[str, str]
     datasets: dict[str, DatasetRecord]
+    # the payment operations for the ML module (lakehouse.datagen.ML_DATASETS), kept apart from
+    # the raw sources that the Bronze and Silver lessons walk one by one
+    ml_datasets: dict[str, DatasetRecord] = field(default_factory=dict)
 
     @property
     def sources(self) -> dict[str, dict]:
@@ -100,12 +103,14 @@ class Manifest:
         return out
 
     def dataset(self, name: str) -> DatasetRecord:
-        try:
-            return self.datasets[name]
-        except KeyError:
+        """A raw source's or an ML dataset's record."""
+        found = self.datasets.get(name) or self.ml_datasets.get(name)
+        if found is None:
             raise KeyError(
-                f"dataset {name!r} is not in this manifest: it has {', '.join(self.datasets)}"
-            ) from None
+                f"dataset {name!r} is not in this manifest: it has "
+                f"{', '.join([*self.datasets, *self.ml_datasets])}"
+            )
+        return found
 
     def rows(self, dataset: str) -> int:
         return self.dataset(dataset).rows
@@ -130,20 +135,23 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
-        datasets = {}
-        for name, d in data["datasets"].items():
-            datasets[name] = DatasetRecord(
-                name=d["name"],
-                source=d["source"],
-                path=d["path"],
-                format=d["format"],
-                key=list(d["key"]),
-                rows=d["rows"],
-                files=[FileRecord(**f) for f in d["files"]],
-                defects={k: DefectRecord(**v) for k, v in d["defects"].items()},
-                defect_rules=d.get("defect_rules", {}),
-                facts=d.get("facts", {}),
-            )
+        def records(section: dict) -> dict[str, DatasetRecord]:
+            return {
+                name: DatasetRecord(
+                    name=d["name"],
+                    source=d["source"],
+                    path=d["path"],
+                    format=d["format"],
+                    key=list(d["key"]),
+                    rows=d["rows"],
+                    files=[FileRecord(**f) for f in d["files"]],
+                    defects={k: DefectRecord(**v) for k, v in d["defects"].items()},
+                    defect_rules=d.get("defect_rules", {}),
+                    facts=d.get("facts", {}),
+                )
+                for name, d in section.items()
+            }
+
         return cls(
             generator=data["generator"],
             version=data["version"],
@@ -152,7 +160,8 @@ class Manifest:
             scale_table=data["scale_table"],
             window=data["window"],
             defect_classes=data["defect_classes"],
-            datasets=datasets,
+            datasets=records(data["datasets"]),
+            ml_datasets=records(data.get("ml_datasets", {})),
         )
 
     def write(self, out_dir: str | os.PathLike) -> Path:

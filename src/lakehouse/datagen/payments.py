@@ -9,6 +9,7 @@ from datetime import date
 import numpy as np
 
 from . import _reference as ref
+from . import payment_ops
 from ._common import (
     DAY_MS,
     HOUR_MS,
@@ -51,10 +52,29 @@ TRANSACTIONS = DatasetSpec(
         Column("city", "string", True),
         Column("lat", "double"),
         Column("lon", "double"),
-        Column("status", "string", True, "approved or declined."),
-        Column("decline_reason", "string", description="Null when approved."),
+        Column(
+            "status",
+            "string",
+            True,
+            "approved or declined: the answer to the payment's last authorization attempt "
+            "(payments.attempts).",
+        ),
+        Column(
+            "decline_reason",
+            "string",
+            description="Null when approved; else the meaning of the last attempt's response code.",
+        ),
         Column("fraud_score", "double", True, "0..1 from the upstream risk engine."),
-        Column("is_fraud", "boolean", True, "The label (confirmed by chargebacks)."),
+        Column(
+            "is_fraud",
+            "boolean",
+            True,
+            "The fraud label of the original patterns, delivered with the event so the Gold and "
+            "streaming lessons can count and test against it. No real stream knows it then: "
+            "fraud becomes known days later, through payments.chargebacks (label_available_ts), "
+            "which also holds the pattern that starts on 2026-06-20 and that is_fraud does not "
+            "flag. Train and evaluate models on the chargebacks' labels, never on this column.",
+        ),
         Column(
             "device_fingerprint",
             "string",
@@ -86,6 +106,8 @@ TRANSACTIONS = DatasetSpec(
     },
 )
 DATASETS = (TRANSACTIONS,)
+# read by the ML module only, not by the Bronze lessons: see core.ML_DATASETS
+ML_DATASETS = payment_ops.DATASETS
 
 PAYMENTS_START_MS = ms_at(date(2026, 6, 1))
 LATE_AFTER_MS = 2 * HOUR_MS
@@ -98,6 +120,7 @@ NETWORK_OF = dict(enumerate(ref.CARD_NETWORKS))
 
 def generate(ctx: Context) -> list[DatasetResult]:
     result = DatasetResult(TRANSACTIONS)
+    operations = payment_ops.Operations(ctx)
     n_files = ctx.scale.payment_files
     per_file = np.diff(np.linspace(0, ctx.scale.payments, n_files + 1).astype("int64"))
     slot = (WINDOW_END_MS - PAYMENTS_START_MS) // n_files
@@ -105,9 +128,10 @@ def generate(ctx: Context) -> list[DatasetResult]:
     for f in range(n_files):
         lo = PAYMENTS_START_MS + f * slot
         hi = WINDOW_END_MS if f == n_files - 1 else lo + slot
-        records, devices, event, ingest, fraud = _events(ctx, f, int(per_file[f]), lo, hi, next_id)
-        next_id += len(records)
-        frauds += int(fraud.sum())
+        drawn = _draw(ctx, f, int(per_file[f]), lo, hi)
+        records, devices = _records(ctx, drawn, next_id)
+        event, ingest = drawn.event.copy(), drawn.ingest.copy()
+        frauds += int(drawn.fraud.sum())
         day = np.datetime_as_string(np.datetime64(lo, "ms"), unit="D")
         rel = f"payments/transactions/{day}/events_{f + 1:04d}.json"
         if n_files > 1 and f >= n_files // 2:  # the producer starts sending a new column
@@ -115,8 +139,11 @@ def generate(ctx: Context) -> list[DatasetResult]:
             for record, device in zip(records, devices):
                 record["device_fingerprint"] = device
         carry = _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carry)
+        # the attempts and notices follow each payment as delivered (a late event's event_ts)
+        operations.add_file(f, drawn, next_id, event, ingest)
+        next_id += len(records)
     result.facts = {"transactions": int(per_file.sum()), "fraud_transactions": frauds}
-    return [result]
+    return [result, *operations.finish()]
 
 
 @dataclass
@@ -265,7 +292,8 @@ def _records(ctx: Context, d: Draw, first_id: int) -> tuple[list[dict], list[str
 
 def _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carry) -> list:
     """Break, delay, reorder and repeat some rows, write the file, and return a few clean rows
-    (with their device) that the next file delivers again."""
+    (with their device) that the next file delivers again. ``event`` and ``ingest`` are updated
+    in place to the times the file carries (late events, out-of-order arrivals)."""
     rng = ctx.rng("payments", "defects", f)
     log = result.log
     m = len(records)
@@ -279,9 +307,12 @@ def _inject_and_write(ctx, result, rel, f, records, devices, event, ingest, carr
     for i, k in moves:
         records[i]["ingest_ts"] = iso_ms([ingest[i + k] + 1])[0]
         defect_of[i] = "out_of_order"
+    for i, k in moves:  # after all moves: row i + k is never itself moved, but stay safe
+        ingest[i] = ingest[i + k] + 1
     for r in picker.pick(defect_count(m, 0.01)).tolist():
         late = int(ingest[r] - rng.integers(3 * HOUR_MS, 72 * HOUR_MS))
         records[r]["event_ts"] = iso_ms([late])[0]
+        event[r] = late  # the caller's copy: what the file now says
         defect_of[r] = "late_events"
     for r in picker.pick(defect_count(m, 0.003)).tolist():
         defect_of[r] = "malformed_rows"

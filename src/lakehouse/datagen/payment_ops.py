@@ -159,7 +159,7 @@ CHARGEBACKS = DatasetSpec(
     ),
     key=("chargeback_id",),
     description=(
-        "The acquirer's chargeback and fraud notices up to 2026-08-31, one CSV file per month "
+        "The acquirer's chargeback and fraud notices up to 2026-07-31, one CSV file per month "
         "of label_available_ts. Every fraudulent payment gets exactly one fraud notice "
         "(is_fraud true), days after it; a payment without one is legitimate as far as anyone "
         "can know, once it is old enough. Some legitimate payments get a non-fraud dispute."
@@ -395,7 +395,9 @@ ROUTING_RULE = (
     "otherwise -> woodgrove",
 )
 
-FEED_AS_OF = "2026-08-31"
+FEED_AS_OF = "2026-07-31"
+FEED_MONTHS = ("2026-06", "2026-07")
+MAX_DISPUTE_DAYS = 25  # with at most 3 days of processing, every notice is in by 2026-07-31
 FRAUD_REASONS = ("fraud_card_absent", "fraud_card_present")
 DISPUTE_REASONS = (
     "product_not_received",
@@ -525,7 +527,7 @@ def _approved_chains(rng, processor, amount_usd, after_drift, present):
     if pending.size:  # practically never: an issuer that was unavailable, then answered
         length[pending] = 2
         codes[pending, 0], codes[pending, 1] = CODE_INDEX["91"], CODE_INDEX["00"]
-        waits[pending, 1] = 600.0
+        waits[pending, 1] = np.where(present[pending], 180.0, 600.0)
     return length, codes, waits
 
 
@@ -567,7 +569,7 @@ def _declined_chains(rng, reason, present):
             failed[redo] = rng.random(redo.size) >= retry_success_probability(
                 prev[redo], wait[redo]
             )
-        wait[~failed] = 5.0
+        wait[~failed] = np.where(present, 5.0, 10.0)[~failed]  # the policy's shortest
         waits[:, j] = np.where(length > j, wait, 0.0)
     return length, codes, waits
 
@@ -696,7 +698,7 @@ class Operations:
             & ~d.declined
             & (d.channel == 1)
             & np.array([c == PATTERN["merchant_category"] for c in d.category], dtype=bool)
-            & (amount_usd < PATTERN["max_amount_usd"])
+            & (amount_usd < PATTERN["max_amount_usd"] - 0.005)  # under 20.00 once rounded
             & (hour >= lo_hour)
             & (hour < hi_hour)
             & (event >= DRIFT_START_MS)
@@ -720,8 +722,9 @@ class Operations:
         dispute_reason = np.minimum(dispute_reason, len(DISPUTE_REASONS) - 1)
         # delays in days: a chargeback is filed about a week after a fraud (median 7 days), a
         # dispute later (median 12), an issuer's fraud report within days; processing follows
-        chargeback_days = np.clip(np.exp(math.log(7.0) + 0.5 * rng.standard_normal(n)), 1, 40)
-        dispute_days = np.clip(np.exp(math.log(12.0) + 0.5 * rng.standard_normal(n)), 2, 40)
+        longest = MAX_DISPUTE_DAYS
+        chargeback_days = np.clip(np.exp(math.log(7.0) + 0.5 * rng.standard_normal(n)), 1, longest)
+        dispute_days = np.clip(np.exp(math.log(12.0) + 0.5 * rng.standard_normal(n)), 2, longest)
         report_days = rng.uniform(0.5, 3.0, size=n)
         processing_days = rng.uniform(0.25, 3.0, size=n)
         report_processing = rng.uniform(0.25, 1.0, size=n)
@@ -842,7 +845,10 @@ class Operations:
         for row, a, b in zip(rows, dispute_text, label_text):
             row += [a, b]
         months = [t[:7] for t in label_text]
-        for month in sorted(set(months)):
+        late = sorted(set(months) - set(FEED_MONTHS))
+        if late:  # the delays are bounded so that this cannot happen
+            raise AssertionError(f"notices after the feed's last month: {late}")
+        for month in FEED_MONTHS:  # every month, even an empty one: the same files at any seed
             members = [r for r, mo in zip(rows, months) if mo == month]
             rel = f"payments/chargebacks/chargebacks_{month}.csv"
             rng = ctx.rng("payments", "chargebacks", "defects", month)

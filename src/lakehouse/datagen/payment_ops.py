@@ -345,6 +345,8 @@ RETRY_POLICY = {
     "wait_seconds": {"pos": [5, 180], "atm": [5, 180], "online": [10, 259_200]},
 }
 MAX_ATTEMPTS = 4
+_WAIT_PRESENT = RETRY_POLICY["wait_seconds"]["pos"]
+_WAIT_ONLINE = RETRY_POLICY["wait_seconds"]["online"]
 FIRST_91_SHARE = 0.1  # of retried declined payments: the issuer was unavailable at first
 
 LATENCY_SIGMA = 0.35
@@ -478,8 +480,9 @@ def retry_success_probability(code: np.ndarray, wait_s: np.ndarray) -> np.ndarra
 def _waits(rng: np.random.Generator, present: np.ndarray) -> np.ndarray:
     """Seconds before a retry, by the merchants' policy: log-uniform per channel."""
     u = rng.random(present.size)
-    lo = np.where(present, math.log(5.0), math.log(10.0))
-    hi = np.where(present, math.log(180.0), math.log(259_200.0))
+    (at_till, longest_at_till), (online, longest_online) = _WAIT_PRESENT, _WAIT_ONLINE
+    lo = np.where(present, math.log(at_till), math.log(online))
+    hi = np.where(present, math.log(longest_at_till), math.log(longest_online))
     return np.exp(lo + (hi - lo) * u)
 
 
@@ -527,7 +530,7 @@ def _approved_chains(rng, processor, amount_usd, after_drift, present):
     if pending.size:  # practically never: an issuer that was unavailable, then answered
         length[pending] = 2
         codes[pending, 0], codes[pending, 1] = CODE_INDEX["91"], CODE_INDEX["00"]
-        waits[pending, 1] = np.where(present[pending], 180.0, 600.0)
+        waits[pending, 1] = np.where(present[pending], _WAIT_PRESENT[1], 600.0)
     return length, codes, waits
 
 
@@ -569,7 +572,8 @@ def _declined_chains(rng, reason, present):
             failed[redo] = rng.random(redo.size) >= retry_success_probability(
                 prev[redo], wait[redo]
             )
-        wait[~failed] = np.where(present, 5.0, 10.0)[~failed]  # the policy's shortest
+        shortest = np.where(present, _WAIT_PRESENT[0], _WAIT_ONLINE[0])
+        wait[~failed] = shortest[~failed]
         waits[:, j] = np.where(length > j, wait, 0.0)
     return length, codes, waits
 

@@ -360,6 +360,8 @@ def bench_writes(b: Bench, base) -> None:
     d = b.timed("append", "delta", lambda i: base.write.format("delta").mode("append").save(delta))
     p = b.timed("append", "parquet", lambda i: base.write.mode("append").parquet(parquet))
     b.record("append", n, d, p, "append N rows to an existing table / folder")
+    if b.engine == "delta-spark":
+        bench_append_without_statistics(b, base, p)
 
     delta, parquet = b.path("overwrite.delta"), b.path("overwrite.parquet")
     d = b.timed(
@@ -367,6 +369,29 @@ def bench_writes(b: Bench, base) -> None:
     )
     p = b.timed("overwrite", "parquet", lambda i: base.write.mode("overwrite").parquet(parquet))
     b.record("overwrite", n, d, p, "replace a table / folder of N rows with N rows")
+
+
+def bench_append_without_statistics(b: Bench, base, parquet_s: float) -> None:
+    """The same append to a table that keeps no column statistics: what Delta's write costs
+    beyond Parquet's, less the per-file min/max/null counts that data skipping reads."""
+    delta = b.path("append-nostats.delta")
+    base.limit(0).write.format("delta").save(delta)
+    b.spark.sql(
+        f"ALTER TABLE delta.`{delta}` SET TBLPROPERTIES ('delta.dataSkippingNumIndexedCols' = 0)"
+    )
+    d = b.timed(
+        "append, no stats",
+        "delta",
+        lambda i: base.write.format("delta").mode("append").save(delta),
+    )
+    b.record(
+        "append, no stats",
+        b.rows,
+        d,
+        parquet_s,
+        "the same append to a table with delta.dataSkippingNumIndexedCols = 0: no per-file "
+        "column statistics, so no data skipping (shows what the statistics cost)",
+    )
 
 
 def bench_reads(b: Bench, base) -> None:

@@ -136,6 +136,7 @@ def fetch_command(artifact: Artifact, cache: Path | None = None) -> list[str]:
         "default",
         "-types",
         "jar",
+        "bundle",  # an OSGi bundle (Jackson, snappy ...) is a plain jar to the JVM
         "-cache",
         str(cache / "ivy"),
         "-retrieve",
@@ -143,15 +144,72 @@ def fetch_command(artifact: Artifact, cache: Path | None = None) -> list[str]:
     ]
 
 
+def batch_ivy_file(artifacts: list[Artifact]) -> str:
+    """An ``ivy.xml`` asking for each artifact without its dependencies, for one Ivy run."""
+    lines = [
+        f'    <dependency org="{a.group}" name="{a.name}" rev="{a.version}" '
+        'transitive="false" conf="default->default"/>'
+        for a in artifacts
+    ]
+    return "\n".join(
+        [
+            '<ivy-module version="2.0">',
+            '  <info organisation="lakehouse" module="jvm-artifacts"/>',
+            '  <configurations><conf name="default"/></configurations>',
+            "  <dependencies>",
+            *lines,
+            "  </dependencies>",
+            "</ivy-module>",
+            "",
+        ]
+    )
+
+
+def _batches(artifacts: list[Artifact]) -> list[list[Artifact]]:
+    # One resolve keeps one version of a module (Ivy evicts the other): a module pinned at two
+    # versions (kafka-clients for Spark and for the broker) goes to a second batch.
+    batches: list[list[Artifact]] = []
+    for artifact in artifacts:
+        for batch in batches:
+            if all((a.group, a.name) != (artifact.group, artifact.name) for a in batch):
+                batch.append(artifact)
+                break
+        else:
+            batches.append([artifact])
+    return batches
+
+
+def _fetch_batch(artifacts: list[Artifact], cache: Path) -> None:
+    command = fetch_command(artifacts[0], cache)
+    at = command.index("-dependency")
+    ivy_file = cache / "ivy" / f"batch-{os.getpid()}.xml"
+    ivy_file.parent.mkdir(parents=True, exist_ok=True)
+    ivy_file.write_text(batch_ivy_file(artifacts), encoding="utf-8")
+    # "-dependency g a v -notransitive" becomes "-ivy batch.xml"; the rest is the same
+    command[at : at + 5] = ["-ivy", str(ivy_file)]
+    try:
+        subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    finally:
+        ivy_file.unlink(missing_ok=True)
+
+
 def fetch(*, cache: Path | None = None, log=print) -> list[Artifact]:
     """Download every pinned artifact not yet cached; return those fetched.
 
+    The missing artifacts are fetched in one Ivy run (one JVM start, not one per jar); any
+    that run did not bring are then fetched one by one, so a failure names its artifact.
     Raises :class:`ArtifactError` at the first failure, naming the artifact, the command that
     failed, what Ivy said and the fallback engine."""
     cache = cache or cache_dir()
+    wanted = [a for a in pinned() if not jar_path(a, cache).is_file()]
+    if len(wanted) > 1:
+        log(f"fetching {len(wanted)} JVM artifacts")
+        for batch in _batches(wanted):
+            _fetch_batch(batch, cache)
     fetched = []
-    for artifact in pinned():
+    for artifact in wanted:
         if jar_path(artifact, cache).is_file():
+            fetched.append(artifact)
             continue
         command = fetch_command(artifact, cache)
         log(f"fetching {artifact.coordinate}")

@@ -226,3 +226,68 @@ def test_jvm_artifact_list_rejects_a_malformed_line(tmp_path):
         jvm.ArtifactError, match=r"list.txt:1: expected 'use group:artifact:version'"
     ):
         jvm.pinned(bad)
+
+
+USES = {"spark": "every Spark session", "kafka": "the local Kafka broker only"}
+
+
+def test_every_jvm_artifact_says_who_loads_it():
+    from lakehouse.engines.delta_spark import jvm
+
+    unknown = [f"{a.use} {a.coordinate}" for a in jvm.pinned() if a.use not in USES]
+    assert not unknown, f"jvm-artifacts.txt: use one of {sorted(USES)} for {unknown}"
+
+
+def test_spark_kafka_connector_is_one_release_on_pysparks_minor_line(project_pins):
+    """Spark's Kafka connector and its token provider come from one Spark release of the
+    installed pyspark's minor line (a patch release runs on any Spark of its minor line)."""
+    from lakehouse.engines.delta_spark import jvm
+
+    spark_minor = ".".join(project_pins["pyspark"].split("==")[-1].split(".")[:2])
+    spark = {f"{a.group}:{a.name}": a.version for a in jvm.pinned() if a.use == "spark"}
+    connector = spark["org.apache.spark:spark-sql-kafka-0-10_2.13"]
+    assert connector.startswith(spark_minor + "."), f"connector {connector} for Spark {spark_minor}"
+    assert spark["org.apache.spark:spark-token-provider-kafka-0-10_2.13"] == connector
+
+
+def _runtime_dependencies(descriptor: Path) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(runtime dependencies, exclusions) of a module, from the Ivy descriptor of its POM."""
+    import xml.etree.ElementTree as ET
+
+    needed, excluded = set(), set()
+    for dependency in ET.parse(descriptor).getroot().iter("dependency"):
+        scopes = {mapping.split("->")[0] for mapping in dependency.get("conf", "").split(";")}
+        if scopes & {"compile", "runtime"}:
+            needed.add((dependency.get("org"), dependency.get("name")))
+            excluded |= {(e.get("org"), e.get("module")) for e in dependency.iter("exclude")}
+    return needed, excluded
+
+
+def test_the_brokers_runtime_closure_is_listed_whole():
+    """Every runtime dependency that a broker jar's POM declares is itself pinned for the
+    broker (less what a POM excludes): the jars are fetched without their dependencies, so an
+    omission would surface only as a ClassNotFoundException when the broker starts."""
+    from lakehouse.engines.delta_spark import jvm
+
+    broker = [a for a in jvm.pinned() if a.use == "kafka"]
+    descriptors = {
+        a: jvm.cache_dir() / "ivy" / a.group / a.name / f"ivy-{a.version}.xml" for a in broker
+    }
+    absent = [a.coordinate for a, path in descriptors.items() if not path.is_file()]
+    if absent:
+        pytest.skip(f"POMs not in the JVM cache (run scripts/bootstrap): {absent[:3]}")
+    listed = {(a.group, a.name) for a in broker}
+    needed, excluded = {}, set()
+    for artifact, path in descriptors.items():
+        wants, excludes = _runtime_dependencies(path)
+        excluded |= excludes
+        for dependency in wants:
+            needed.setdefault(dependency, artifact.coordinate)
+    missing = {
+        f"{group}:{name} (needed by {by})"
+        for (group, name), by in needed.items()
+        if (group, name) not in listed and (group, name) not in excluded
+    }
+    assert not missing, "pin these for the broker in jvm-artifacts.txt:\n" + "\n".join(
+        sorted(missing)
+    )

@@ -6,6 +6,8 @@
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
 #   make lab | exercises | strip | expected | lint | bench | bench-streaming | reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
+#   make kafka-start | kafka-stop       # a local Kafka broker on 127.0.0.1:19092
+#   make pg-start | pg-stop             # a local PostgreSQL on 127.0.0.1:54329
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -28,7 +30,7 @@ export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
 .PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming \
-	connect-start connect-stop reset clean
+	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop reset clean
 
 help:
 	@echo "make course     run every solution notebook (SCALE=$(SCALE)); summary in reports/run-<scale>/"
@@ -41,6 +43,8 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make bench      delta-spark, embedded and plain parquet doing the same work (BENCH_ARGS=--rows N)"
 	@echo "make bench-streaming  events/s and latency of the payment stream, Delta vs parquet"
+	@echo "make kafka-start / kafka-stop   a local Kafka broker (127.0.0.1:19092, LAKEHOUSE_KAFKA_PORT)"
+	@echo "make pg-start / pg-stop         a local PostgreSQL (127.0.0.1:54329, LAKEHOUSE_PG_PORT)"
 	@echo "make reset      delete generated data, tables and reports"
 	@echo "make clean      reset, and delete the virtual environment"
 
@@ -106,7 +110,22 @@ connect-start: bootstrap
 connect-stop: bootstrap
 	@$(PY) -m lakehouse.connect_server stop
 
+kafka-start: bootstrap
+	@$(PY) -m lakehouse.services.kafka start
+
+kafka-stop:
+	@$(PY) -m lakehouse.services.kafka stop
+
+pg-start: bootstrap
+	@$(PY) -m lakehouse.services.postgres start
+
+pg-stop:
+	@$(PY) -m lakehouse.services.postgres stop
+
+# The broker and the database keep their data under lake/: stop them before deleting it.
 reset:
+	@if [ -x $(PY) ]; then $(PY) -m lakehouse.services.kafka stop >/dev/null 2>&1; \
+		$(PY) -m lakehouse.services.postgres stop >/dev/null 2>&1; fi; true
 	rm -rf lake reports spark-warehouse metastore_db derby.log mlruns
 	find datasets -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 

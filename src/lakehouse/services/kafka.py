@@ -205,19 +205,26 @@ class Broker:
 
     # ------------------------------------------------------------------ state
 
-    def status(self) -> dict | None:
-        """The running broker of this folder and port, or None."""
+    def _recorded(self) -> dict | None:
+        """The state file of this folder when its pid is a live broker of this folder."""
         try:
             state = json.loads(self.state_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         pid = state.get("pid")
-        if not isinstance(pid, int) or not alive(pid) or state.get("port") != self.port:
+        if not isinstance(pid, int) or not alive(pid):
             return None
         line = cmdline(pid)
         if MAIN_CLASS not in line or str(self.home / "server.properties") not in line:
             return None  # the pid was recycled by another program
-        return state if port_taken(self.port) else None
+        return state
+
+    def status(self) -> dict | None:
+        """The running broker of this folder and port, or None."""
+        state = self._recorded()
+        if state is None or state.get("port") != self.port or not port_taken(self.port):
+            return None
+        return state
 
     def start(self, timeout: float = 90) -> str:
         """Start the broker, or reuse it when it already runs; return its bootstrap servers."""
@@ -305,14 +312,13 @@ class Broker:
             )
 
     def stop(self, timeout: float = 30) -> bool:
-        """Stop this broker (a clean shutdown, killed after ``timeout`` s); True if it ran."""
-        state = self.status()
-        if state is None:
-            self.state_file.unlink(missing_ok=True)
-            return False
-        terminate(state["pid"], timeout)
+        """Stop this folder's broker (a clean shutdown, killed after ``timeout`` s), even one
+        still starting; True if one ran."""
+        state = self._recorded()
+        if state is not None:
+            terminate(state["pid"], timeout)
         self.state_file.unlink(missing_ok=True)
-        return True
+        return state is not None
 
 
 # ---------------------------------------------------------------------------- module API

@@ -420,21 +420,36 @@ def test_postgres_also_runs_for_a_user_that_is_not_root():
             server.stop()
         """
     )
-    # This interpreter may live under /root, which 'nobody' cannot enter: then the system's
-    # Python of the same minor version runs the course package and this environment's packages.
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-        probe = ["runuser", "-u", "nobody", "--", python, "-c", "pass"]
-        if Path(python).exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-            break
-    else:
-        pytest.skip(f"'nobody' can run neither this interpreter nor a system {version}")
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "PYTHONPATH": os.pathsep.join([str(Path(postgres.__file__).parents[2]), site_packages]),
     }
+    # This interpreter may live under /root, which 'nobody' cannot enter: then the system's
+    # Python of the same minor version runs the course package and this environment's packages.
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        probe = [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            python,
+            "-c",
+            "import lakehouse.services.postgres",
+        ]
+        if (
+            Path(python).exists()
+            and subprocess.run(probe, env=env, capture_output=True, cwd=home).returncode == 0
+        ):
+            break
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.skip(
+            f"'nobody' can run neither this interpreter nor a system {version} with the course "
+            "package (the checkout or the environment is not readable by other users)"
+        )
     try:
         result = subprocess.run(
             ["runuser", "-u", "nobody", "--", python, "-c", code],

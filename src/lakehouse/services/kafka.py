@@ -370,6 +370,7 @@ def running(
 def _client_module():
     try:
         import confluent_kafka
+        import confluent_kafka.admin  # a submodule: not loaded by the package's import
     except ImportError:
         raise KafkaError(
             "The Python Kafka client (confluent-kafka) is not installed: run scripts/bootstrap, "

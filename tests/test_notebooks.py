@@ -17,6 +17,7 @@ import pytest
 from helpers.notebook_runs import (
     ROOT,
     cases,
+    kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
     mode_run,
     requires_java,
@@ -31,8 +32,8 @@ pytestmark = [pytest.mark.notebooks, requires_java]
 
 
 @pytest.fixture(scope="session")
-def classic_run(tmp_path_factory) -> tuple:
-    return mode_run(tmp_path_factory, "classic")
+def classic_run(tmp_path_factory, kafka_port) -> tuple:  # noqa: F811
+    return mode_run(tmp_path_factory, "classic", kafka_port)
 
 
 def test_kernel_runs_this_interpreter(kernel_name, tmp_path):  # noqa: F811

@@ -12,6 +12,7 @@ import sys
 import pytest
 from helpers.notebook_runs import (
     cases,
+    kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
     mode_run,
     requires_java,
@@ -24,8 +25,8 @@ pytestmark = [pytest.mark.notebooks, requires_java]
 
 
 @pytest.fixture(scope="session")
-def connect_run(tmp_path_factory) -> tuple:
-    return mode_run(tmp_path_factory, "connect")
+def connect_run(tmp_path_factory, kafka_port) -> tuple:  # noqa: F811
+    return mode_run(tmp_path_factory, "connect", kafka_port)
 
 
 @pytest.fixture(scope="session")

@@ -42,10 +42,30 @@ def cases(mode: str) -> list:
     ]
 
 
-def mode_run(tmp_path_factory, mode: str) -> tuple[Path, dict]:
-    """A work folder and the environment (own lake, datasets and catalog) for ``mode``."""
+def mode_run(tmp_path_factory, mode: str, kafka_port: int | None = None) -> tuple[Path, dict]:
+    """A work folder and the environment (own lake, datasets and catalog) for ``mode``; with
+    ``kafka_port``, the lessons find this process's Kafka broker there."""
     workdir = tmp_path_factory.mktemp(f"nb-{mode}")
-    return workdir, notebooks.ci_environment(workdir)
+    env = notebooks.ci_environment(workdir)
+    if kafka_port is not None:
+        env["LAKEHOUSE_KAFKA_PORT"] = str(kafka_port)
+    return workdir, env
+
+
+@pytest.fixture(scope="session")
+def kafka_port(tmp_path_factory):
+    """A Kafka broker for the lessons of this pytest process (each xdist worker has its own, on
+    a free port), so the streaming lessons run their Kafka path; None when the broker's jars are
+    not cached, and the lessons then say they stream from files."""
+    from lakehouse.engines.delta_spark import jvm
+    from lakehouse.services import free_port, kafka
+
+    if not (jvm.cached("kafka") and jvm.cached("spark")):
+        yield None
+        return
+    port = free_port()
+    with kafka.running(port, home=tmp_path_factory.mktemp("kafka")):
+        yield port
 
 
 @pytest.fixture(scope="session")

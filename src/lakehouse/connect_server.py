@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from lakehouse.services import free_port, port_open
+from lakehouse.services import alive, free_port, port_open, tail
 
 DEFAULT_PORT = 15002
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -316,7 +316,7 @@ class ConnectServer:
             if self.process.poll() is not None:
                 raise ConnectServerError(
                     f"Spark Connect server exited with code {self.process.returncode} while "
-                    f"starting; see {self.log_file}:\n{_tail(self.log_file)}"
+                    f"starting; see {self.log_file}:\n{tail(self.log_file, 30)}"
                 )
             log_text = _read_log(self.log_file)
             if "BindException" in log_text:
@@ -333,7 +333,7 @@ class ConnectServer:
         self.stop()
         raise ConnectServerError(
             f"Spark Connect server did not accept connections on port {self.port} within "
-            f"{self.timeout:.0f} s; see {self.log_file}:\n{_tail(self.log_file)}"
+            f"{self.timeout:.0f} s; see {self.log_file}:\n{tail(self.log_file, 30)}"
         )
 
     def stop(self, timeout: float = 30) -> None:
@@ -349,29 +349,12 @@ class ConnectServer:
         self.stop()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_our_server(pid: int) -> bool:
     # Guards against a recycled pid: only signal a process that is a Spark Connect server.
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return _alive(pid)
+        return alive(pid)
     return SERVER_CLASS.encode() in cmdline
 
 
@@ -384,7 +367,7 @@ def _terminate(pid: int, timeout: float, wait=None) -> None:
             except subprocess.TimeoutExpired:
                 return False
         time.sleep(0.2)
-        return not _alive(pid)
+        return not alive(pid)
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -440,7 +423,7 @@ def status(port: int = DEFAULT_PORT) -> dict | None:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if _alive(state["pid"]) and _is_our_server(state["pid"]) and port_open(port):
+    if alive(state["pid"]) and _is_our_server(state["pid"]) and port_open(port):
         return state
     return None
 
@@ -462,7 +445,7 @@ def stop(port: int | None = None, timeout: float = 30) -> bool:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         state = None
-    if state and _alive(state["pid"]) and _is_our_server(state["pid"]):
+    if state and alive(state["pid"]) and _is_our_server(state["pid"]):
         _terminate(state["pid"], timeout)
         stopped = True
     path.unlink(missing_ok=True)

@@ -350,6 +350,65 @@ def test_check_counts_names_the_mismatch():
         p.check_counts({**ok, "silver_rows": 8})
 
 
+# --------------------------------------------------------------------------- Kafka records
+
+
+def kafka_records(spark, *values):
+    """Records as Spark's Kafka source gives them, one per value (None: a message without one)."""
+    rows = [
+        (None if v is None else v.encode(), "payment_events", i % 2, i, datetime(2026, 7, 1, 0, 12))
+        for i, v in enumerate(values)
+    ]
+    return spark.createDataFrame(
+        rows, "value binary, topic string, partition int, offset long, timestamp timestamp"
+    )
+
+
+def test_kafka_messages_parse_like_file_lines_and_keep_their_address(spark):
+    line = _line("TX1", "00:10:00", "00:10:01")
+    broken = line[:40]
+    bronze_df = p.parse_kafka_messages(kafka_records(spark, line, broken, None))
+    assert bronze_df.schema.simpleString() == p.BRONZE_SCHEMA.simpleString()
+    rows = bronze_df.orderBy("_kafka_offset").collect()
+    assert [r.transaction_id for r in rows] == ["TX1", None, None]
+    assert [r._corrupt_record for r in rows] == [None, broken, ""]
+    assert [(r._kafka_topic, r._kafka_partition, r._kafka_offset) for r in rows] == [
+        ("payment_events", 0, 0),
+        ("payment_events", 1, 1),
+        ("payment_events", 0, 2),
+    ]
+    assert all(r._source_file is None and r._ingestion_timestamp for r in rows)
+    # the broken record and the empty message go to the quarantine with their reason
+    reasons = [
+        r._validation_errors
+        for r in p.quarantine_events(bronze_df).orderBy("_kafka_offset").collect()
+    ]
+    assert reasons == [[p.UNPARSED_REASON], [p.UNPARSED_REASON]]
+
+
+def test_kafka_records_need_the_connectors_columns(spark):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) 'topic'.*format\(\"kafka\"\)"):
+        p.parse_kafka_messages(spark.createDataFrame([("x",)], "value string"))
+
+
+def test_bronze_columns_fill_the_other_sources_lineage_with_typed_nulls(spark):
+    from_files = raw(spark, {}).drop(*p.KAFKA_LINEAGE_COLUMNS)
+    aligned = p.to_bronze_columns(from_files)
+    assert aligned.schema.simpleString() == p.BRONZE_SCHEMA.simpleString()
+    assert aligned.first()._kafka_offset is None
+    with pytest.raises(ValueError, match="_ingestion_timestamp"):
+        p.to_bronze_columns(from_files.drop("_ingestion_timestamp"))
+
+
+def test_the_embedded_engine_streams_from_files_and_says_why(spark):
+    source, why = p.choose_source(spark)
+    assert source == "files" and "embedded engine has no Kafka connector" in why
+    with pytest.raises(ValueError, match="cannot stream from Kafka: the embedded engine"):
+        p.choose_source(spark, "kafka")
+    with pytest.raises(ValueError, match="use 'auto', 'kafka' or 'files'"):
+        p.choose_source(spark, "kinesis")
+
+
 # --------------------------------------------------------------------------- streams
 
 

@@ -430,6 +430,14 @@ def test_kafka_reachable_when_something_listens():
         assert kafka_reachable(f"127.0.0.1:{_free_port()},127.0.0.1:{port}")
 
 
-def test_send_to_kafka_without_a_broker_points_to_the_files(ci):
-    with pytest.raises(RuntimeError, match="files in the landing folder"):
-        simulator.send_to_kafka(None, ci, f"127.0.0.1:{_free_port()}", "payments")
+def test_publishing_without_a_broker_points_to_the_start_and_the_files(ci):
+    from lakehouse.services.kafka import KafkaError
+
+    with pytest.raises(KafkaError, match="make kafka-start.*landing folder's files"):
+        simulator.publish_once(ci, bootstrap_servers=f"127.0.0.1:{_free_port()}")
+
+
+def test_a_message_is_keyed_by_its_customer():
+    line = '{"transaction_id":"TX1","event_ts":"x","customer_id":"C000042","amount":"1.00"}'
+    assert simulator.message_key(line) == b"C000042"
+    assert simulator.message_key('{"transaction_id":"TX2","ev') is None

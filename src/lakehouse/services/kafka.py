@@ -26,6 +26,7 @@ import base64
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -348,6 +349,21 @@ def _servers(given: str | None) -> str:
     return given or Broker.default().bootstrap_servers
 
 
+def reachable(bootstrap_servers: str | None = None, timeout: float = 1.0) -> bool:
+    """True when a TCP connection to one of the ``host:port`` brokers opens within ``timeout``
+    seconds each. A probe only (it never hangs); it says nothing of topics."""
+    for server in _servers(bootstrap_servers).split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            continue
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @contextmanager
 def running(
     port: int | None = None, *, home: str | os.PathLike | None = None, timeout: float = 90
@@ -462,6 +478,48 @@ def delete_topic(name: str, *, bootstrap_servers: str | None = None, timeout: fl
         future.result(timeout=timeout)
     except ck.KafkaException as exc:
         raise KafkaError(f"Kafka refused to delete topic {name!r}: {exc.args[0].str()}") from None
+
+
+def end_offsets(
+    topic: str, *, bootstrap_servers: str | None = None, timeout: float = 10
+) -> dict[int, int]:
+    """Partition -> the offset the next message of ``topic`` will get (the "latest" offset a
+    consumer's lag is measured against; the partition holds offsets below it). An unknown
+    topic or an unreachable broker raises :class:`KafkaError` naming it."""
+    ck = _client_module()
+    servers = _servers(bootstrap_servers)
+    consumer = ck.Consumer(
+        _client_config(servers, **{"group.id": "lakehouse-offsets", "enable.auto.commit": False})
+    )
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout)
+        except ck.KafkaException as exc:
+            raise _unreachable(servers, exc) from None
+        known = metadata.topics.get(topic)
+        if known is None or known.error is not None or not known.partitions:
+            raise KafkaError(
+                f"Topic {topic!r} does not exist at {servers}: list the topics with "
+                "lakehouse.services.kafka.list_topics(), or publish the stream first."
+            )
+        return {
+            p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=timeout)[1]
+            for p in sorted(known.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def consumer_lag(
+    committed: Mapping[int | str, int], topic: str, *, bootstrap_servers: str | None = None
+) -> dict[int, int]:
+    """Partition -> messages not yet consumed: the topic's :func:`end_offsets` minus the
+    offsets a consumer committed (e.g. a Structured Streaming query's ``endOffset`` for the
+    topic, whose keys are partition numbers as strings). A partition the consumer has not
+    committed counts from 0."""
+    latest = end_offsets(topic, bootstrap_servers=bootstrap_servers)
+    done = {int(p): int(o) for p, o in committed.items()}
+    return {p: end - done.get(p, 0) for p, end in latest.items()}
 
 
 def producer(bootstrap_servers: str | None = None, **config):

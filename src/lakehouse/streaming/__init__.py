@@ -2,7 +2,8 @@
 
 The module's pipeline, lesson by lesson::
 
-    simulator (files in the landing folder)        01  lakehouse.streaming.simulator
+    simulator (files in the landing folder,        01  lakehouse.streaming.simulator
+               and the Kafka topic payment_events)
       -> bronze.payment_events (raw, lineage)       02  lakehouse.streaming.pipeline
       -> silver.payment_events (+ _quarantine)      02
       -> windowed aggregates                        03  lakehouse.streaming.windows
@@ -21,6 +22,10 @@ import shutil
 from contextlib import contextmanager
 
 LANDING_NAME = "payment_events"  # <lake>/<catalog>/_landing/payment_events
+# The Kafka topic the same stream is published to, one message per line, keyed by customer id
+# (a customer's payments keep their order within a partition).
+TOPIC = "payment_events"
+TOPIC_PARTITIONS = 4
 
 BRONZE = "bronze.payment_events"
 SILVER = "silver.payment_events"
@@ -83,6 +88,8 @@ __all__ = [
     "QUARANTINE",
     "RISK_WINDOWS",
     "SILVER",
+    "TOPIC",
+    "TOPIC_PARTITIONS",
     "TXN_APP_ID",
     "TXN_VERSION",
     "checkpoint",

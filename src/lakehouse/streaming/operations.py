@@ -458,6 +458,40 @@ def checkpoint_batches(checkpoint: str | os.PathLike) -> dict[str, list[int]]:
     return {"planned": ids("offsets"), "committed": ids("commits")}
 
 
+def committed_offsets(checkpoint: str | os.PathLike, topic: str) -> dict[int, int]:
+    """Partition -> the offset a Kafka query's checkpoint will read ``topic`` from next: the
+    end offsets of its last **committed** batch (``offsets/<id>`` of the newest id in
+    ``commits/``), i.e. what the query has consumed for good. Empty before the first commit.
+    With :func:`lakehouse.services.kafka.consumer_lag` it gives the lag of a stopped query."""
+    root = Path(checkpoint)
+    committed = checkpoint_batches(root)["committed"]
+    if not committed:
+        return {}
+    # offsets/<id>: a version line, the batch's metadata, then one JSON line per source
+    for line in (root / "offsets" / str(committed[-1])).read_text().splitlines()[2:]:
+        source = json.loads(line) if line.strip().startswith("{") else {}
+        if topic in source:
+            return {int(p): int(o) for p, o in source[topic].items()}
+    return {}
+
+
+def kafka_lag(progress: Any, topic: str) -> dict[int, int] | None:
+    """Partition -> messages behind the newest one, from a Kafka query's progress: the
+    source's ``latestOffset`` (what the broker had when the batch was planned) minus its
+    ``endOffset`` (what the batch read up to). None when the progress has no Kafka source
+    for ``topic``."""
+    for source in progress_dict(progress).get("sources") or []:
+        latest, end = source.get("latestOffset"), source.get("endOffset")
+        if isinstance(latest, str):
+            latest = json.loads(latest)
+        if isinstance(end, str):
+            end = json.loads(end)
+        if isinstance(latest, dict) and topic in latest and isinstance(end, dict):
+            done = end.get(topic, {})
+            return {int(p): int(o) - int(done.get(p, 0)) for p, o in latest[topic].items()}
+    return None
+
+
 INJECTED_FAILURE = "Injected failure"
 
 

@@ -36,6 +36,7 @@ from pyspark.sql.types import (
     BooleanType,
     DecimalType,
     DoubleType,
+    IntegerType,
     LongType,
     StringType,
     StructField,
@@ -83,15 +84,40 @@ RAW_SCHEMA = StructType(
 RAW_COLUMNS = tuple(f.name for f in RAW_SCHEMA.fields if f.name != CORRUPT_RECORD)
 LINEAGE_COLUMNS = (SOURCE_FILE, INGESTION_TIMESTAMP)
 
+# Where a Bronze row came from when the source is Kafka: the message's topic, partition and
+# offset (together its unique address) and the broker's timestamp. NULL on rows read from
+# files, whose address is _source_file.
+KAFKA_TOPIC = "_kafka_topic"
+KAFKA_PARTITION = "_kafka_partition"
+KAFKA_OFFSET = "_kafka_offset"
+KAFKA_TIMESTAMP = "_kafka_timestamp"
+KAFKA_LINEAGE = StructType(
+    [
+        StructField(KAFKA_TOPIC, StringType()),
+        StructField(KAFKA_PARTITION, IntegerType()),
+        StructField(KAFKA_OFFSET, LongType()),
+        StructField(KAFKA_TIMESTAMP, TimestampType()),
+    ]
+)
+KAFKA_LINEAGE_COLUMNS = tuple(KAFKA_LINEAGE.fieldNames())
+
 BRONZE_SCHEMA = StructType(
     [
         *RAW_SCHEMA.fields,
         StructField(SOURCE_FILE, StringType()),
         StructField(INGESTION_TIMESTAMP, TimestampType()),
+        *KAFKA_LINEAGE.fields,
     ]
 )
+# The two sources Bronze can stream from, recorded on the table (TBLPROPERTIES) when it is
+# created: its checkpoint holds one source's positions (files read, or offsets), so a Bronze
+# table keeps its source until it is reset.
+SOURCES = ("kafka", "files")
+SOURCE_PROPERTY = "lakehouse.source"
 
 VALIDATION_ERRORS = "_validation_errors"
+# The one reason of a line (or Kafka message) that is not JSON: its other fields mean nothing.
+UNPARSED_REASON = "record: the JSON line did not parse (kept in _corrupt_record)"
 # The simulator's defect classes that make a row invalid (the rest, duplicates, late and
 # out-of-order events, are valid rows that dedup and watermarks deal with).
 QUARANTINE_DEFECT_CLASSES = ("malformed_rows", "null_required", "negative_amounts")
@@ -303,19 +329,163 @@ def read_landing(spark: SparkSession, landing: str | None = None, **options: str
 
 def with_bronze_lineage(df: DataFrame) -> DataFrame:
     """Add ``_source_file`` (the file a row came from) and ``_ingestion_timestamp`` to a frame
-    read from files: the two lineage columns of ``bronze.payment_events``."""
+    read from files: :data:`BRONZE_SCHEMA`'s columns, the Kafka lineage NULL."""
     return df.select(
         *RAW_SCHEMA.fieldNames(),
         F.col("_metadata.file_path").alias(SOURCE_FILE),
         F.current_timestamp().alias(INGESTION_TIMESTAMP),
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in KAFKA_LINEAGE.fields],
     )
 
 
-def create_bronze_table(spark: SparkSession) -> None:
-    """Create ``bronze.payment_events`` if missing: raw columns, lineage, ``delta.appendOnly``
-    (Bronze never changes a row it landed)."""
+def read_kafka(
+    spark: SparkSession,
+    *,
+    bootstrap_servers: str | None = None,
+    topic: str | None = None,
+    **options: str,
+) -> DataFrame:
+    """The Kafka topic (default ``streaming.TOPIC`` on the course's broker) as a stream of
+    Bronze rows (:func:`parse_kafka_messages`), from the earliest offset the topic keeps.
+    Extra ``options`` go to the reader, e.g. ``maxOffsetsPerTrigger="500"``. The checkpoint
+    records the offsets read per partition, so each message lands once. An unknown topic or a
+    broker that does not answer raises ``KafkaError`` naming it.
+
+    >>> bronze_df = read_kafka(spark)              # doctest: +SKIP
+    """
+    from lakehouse.services import kafka
+
+    servers, topic = bootstrap_servers or kafka.bootstrap_servers(), topic or streaming.TOPIC
+    # Spark's source finds no partitions for a topic that does not exist and reads nothing,
+    # without an error: look first, so a misspelt topic or a stopped broker is named.
+    kafka.end_offsets(topic, bootstrap_servers=servers)
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .options(**options)
+        .load()
+        .transform(parse_kafka_messages)
+    )
+
+
+def parse_kafka_messages(df: DataFrame) -> DataFrame:
+    """Kafka records (the connector's ``key``, ``value``, ``topic``, ``partition``, ``offset``,
+    ``timestamp``) -> :data:`BRONZE_SCHEMA` rows, on a stream or a batch read alike.
+
+    The value is parsed with ``from_json`` and :data:`RAW_SCHEMA` in PERMISSIVE mode, exactly
+    as the file reader parses a line: a value that is not JSON keeps its text in
+    ``_corrupt_record`` (a message without a value keeps ``""``), so it reaches the quarantine
+    with its reason instead of failing the stream or vanishing."""
+    _require(
+        df,
+        ["value", "topic", "partition", "offset", "timestamp"],
+        "the frame of Kafka records",
+        'read it with spark.readStream.format("kafka")',
+    )
+    value = F.col("value").cast("string")
+    event = F.from_json(
+        value, RAW_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+    )
+    return df.select(
+        event.alias("event"), value.alias("value"), "topic", "partition", "offset", "timestamp"
+    ).select(
+        *[F.col(f"event.{name}").alias(name) for name in RAW_COLUMNS],
+        F.coalesce(
+            F.col(f"event.{CORRUPT_RECORD}"), F.when(F.col("value").isNull(), F.lit(""))
+        ).alias(CORRUPT_RECORD),
+        F.lit(None).cast("string").alias(SOURCE_FILE),
+        F.current_timestamp().alias(INGESTION_TIMESTAMP),
+        F.col("topic").alias(KAFKA_TOPIC),
+        F.col("partition").alias(KAFKA_PARTITION),
+        F.col("offset").alias(KAFKA_OFFSET),
+        F.col("timestamp").alias(KAFKA_TIMESTAMP),
+    )
+
+
+def to_bronze_columns(df: DataFrame) -> DataFrame:
+    """Rows of either source -> exactly :data:`BRONZE_SCHEMA`'s columns, in order: the raw
+    fields, then the lineage, the other source's lineage columns as typed NULLs (a file has
+    no offset, a message no file)."""
+    _require(
+        df,
+        [*RAW_COLUMNS, CORRUPT_RECORD, INGESTION_TIMESTAMP],
+        "the Bronze frame",
+        "parse the JSON with RAW_SCHEMA and add _ingestion_timestamp",
+    )
+    return df.select(
+        *[
+            F.col(f.name) if f.name in df.columns else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in BRONZE_SCHEMA.fields
+        ]
+    )
+
+
+def kafka_unavailable(spark: SparkSession, bootstrap_servers: str | None = None) -> str | None:
+    """Why this session cannot stream from the course's Kafka broker, in one sentence, or None
+    when it can: the embedded engine has no Kafka connector, and a broker must answer."""
+    from lakehouse.services import kafka
+    from lakehouse.session import engine_of
+
+    servers = bootstrap_servers or kafka.bootstrap_servers()
+    if engine_of(spark) == "embedded":
+        return "the embedded engine has no Kafka connector (LAKEHOUSE_ENGINE=delta-spark has it)"
+    if not kafka.reachable(servers):
+        return f"no Kafka broker answers at {servers} (make kafka-start starts the course's)"
+    return None
+
+
+def bronze_source(spark: SparkSession) -> str | None:
+    """The source ``bronze.payment_events`` streams from (``"kafka"`` or ``"files"``, as
+    recorded when it was created), or None when the table does not exist."""
+    if not spark.catalog.tableExists(streaming.BRONZE):
+        return None
+    properties = {
+        r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {streaming.BRONZE}").collect()
+    }
+    return properties.get(SOURCE_PROPERTY, "files")
+
+
+def choose_source(
+    spark: SparkSession, source: str = "auto", *, bootstrap_servers: str | None = None
+) -> tuple[str, str]:
+    """Decide where Bronze streams from; returns ``(source, why)``.
+
+    ``"auto"``: the source an existing ``bronze.payment_events`` was created with (its
+    checkpoint holds that source's positions), else Kafka when :func:`kafka_unavailable` has
+    no objection, else the files. ``"kafka"`` or ``"files"``: that source, or a ValueError
+    when Kafka cannot be reached or Bronze was created from the other source (reset first)."""
+    if source not in ("auto", *SOURCES):
+        raise ValueError(f"source={source!r}: use 'auto', 'kafka' or 'files'")
+    existing = bronze_source(spark)
+    if existing and source not in ("auto", existing):
+        raise ValueError(
+            f"{streaming.BRONZE} streams from {existing} (its checkpoint holds that source's "
+            f"positions); to switch it to {source}, reset it first (pipeline.reset(spark), or "
+            "the lesson's reset=True)"
+        )
+    wanted = existing or source
+    if wanted in ("auto", "kafka"):
+        reason = kafka_unavailable(spark, bootstrap_servers)
+        if reason is None:
+            why = "an existing Bronze table fed from Kafka" if existing else "a broker answers"
+            return "kafka", f"Bronze streams from the Kafka topic {streaming.TOPIC} ({why})."
+        if wanted == "kafka":
+            raise ValueError(f"Bronze cannot stream from Kafka: {reason}")
+        return "files", f"Bronze streams from the landing folder's files: {reason}."
+    why = "an existing Bronze table fed from files" if existing else "as asked"
+    return "files", f"Bronze streams from the landing folder's files ({why})."
+
+
+def create_bronze_table(spark: SparkSession, source: str = "files") -> None:
+    """Create ``bronze.payment_events`` if missing: raw columns, both lineages,
+    ``delta.appendOnly`` (Bronze never changes a row it landed) and the ``source`` it streams
+    from (``lakehouse.source``)."""
     from lakehouse.tables import DeltaTable
 
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}: use 'kafka' or 'files'")
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {streaming.BRONZE.split('.')[0]}")
     (
         DeltaTable.createIfNotExists(spark)
@@ -324,6 +494,7 @@ def create_bronze_table(spark: SparkSession) -> None:
         .comment("Payment events as the stream delivered them: raw JSON fields and lineage.")
         .property("delta.appendOnly", "true")
         .property("quality", "bronze")
+        .property(SOURCE_PROPERTY, source)
         .execute()
     )
 
@@ -342,24 +513,33 @@ def _start(df: DataFrame, table: str, checkpoint: str, trigger: Mapping | None, 
 def start_bronze(
     spark: SparkSession,
     *,
+    source: str = "files",
     landing: str | None = None,
+    bootstrap_servers: str | None = None,
+    topic: str | None = None,
     trigger: Mapping | None = None,
     **options: str,
 ):
-    """Start the Bronze stream: the landing folder appended to ``bronze.payment_events`` with
-    the checkpoint ``streaming.checkpoint(spark, "bronze")`` (the list of files already read:
-    each file lands once). ``trigger`` defaults to ``{"availableNow": True}``; a live run
-    passes e.g. ``{"processingTime": "5 seconds"}``. Returns the StreamingQuery.
+    """Start the Bronze stream into ``bronze.payment_events`` with the checkpoint
+    ``streaming.checkpoint(spark, "bronze")``: from the landing folder (``source="files"``,
+    the checkpoint lists the files read) or from the Kafka topic (``source="kafka"``, the
+    checkpoint holds the offsets read). Either way each line or message lands once.
+    ``trigger`` defaults to ``{"availableNow": True}``; a live run passes e.g.
+    ``{"processingTime": "5 seconds"}``. Extra ``options`` go to the reader. Returns the
+    StreamingQuery.
 
-    >>> start_bronze(spark).awaitTermination()     # doctest: +SKIP
+    >>> start_bronze(spark, source="kafka").awaitTermination()     # doctest: +SKIP
     """
-    create_bronze_table(spark)
+    existing = bronze_source(spark)
+    if existing and existing != source:
+        choose_source(spark, source)  # raises, naming the reset
+    create_bronze_table(spark, source)
+    if source == "kafka":
+        df = read_kafka(spark, bootstrap_servers=bootstrap_servers, topic=topic, **options)
+    else:
+        df = read_landing(spark, landing, **options)
     return _start(
-        read_landing(spark, landing, **options),
-        streaming.BRONZE,
-        streaming.checkpoint(spark, "bronze"),
-        trigger,
-        "payments_bronze",
+        df, streaming.BRONZE, streaming.checkpoint(spark, "bronze"), trigger, "payments_bronze"
     )
 
 
@@ -374,7 +554,7 @@ def validation_errors() -> Column:
     negative; ``currency`` is one of the FX table's. The messages read like
     ``"amount: 'abc' is not a decimal(12,2)"`` (the same wording as
     ``lakehouse.silver.validation``, so ``validation.defect_class`` classifies them)."""
-    if_unparsed = F.array(F.lit("record: the JSON line did not parse (kept in _corrupt_record)"))
+    if_unparsed = F.array(F.lit(UNPARSED_REASON))
     checks: list[Column] = []
     for name in REQUIRED_COLUMNS:
         checks.append(F.when(_blank(F.col(name)), F.lit(f"{name}: required but missing")))
@@ -775,15 +955,22 @@ def _forget_orphan_checkpoints(spark: SparkSession) -> None:
 
 
 def run_streams(
-    spark: SparkSession, *, landing: str | None = None, profiles_df: DataFrame | None = None
+    spark: SparkSession,
+    *,
+    source: str = "files",
+    landing: str | None = None,
+    profiles_df: DataFrame | None = None,
+    bronze: bool = True,
 ) -> None:
-    """One available-now run of the three streams: Bronze, then Silver and the quarantine.
-    Files already read are not read again, so a rerun without new files changes nothing.
-    ``profiles_df`` defaults to :func:`customer_profiles`."""
+    """One available-now run of the three streams: Bronze from ``source`` (``"files"`` or
+    ``"kafka"``), then Silver and the quarantine. What a checkpoint records as read is not read
+    again, so a rerun without new files or messages changes nothing. ``profiles_df`` defaults
+    to :func:`customer_profiles`; ``bronze=False`` runs Silver and the quarantine only."""
     _forget_orphan_checkpoints(spark)
     # One query at a time: each start launches Python processes for the Delta source, and on a
     # busy 2-core machine two launching at once can miss Spark's connect-back timeout.
-    await_all([start_bronze(spark, landing=landing)])
+    if bronze:
+        await_all([start_bronze(spark, source=source, landing=landing)])
     await_all([start_silver_events(spark, profiles_df=profiles_df)])
     await_all([start_quarantine(spark)])
     _refresh(spark)
@@ -804,10 +991,14 @@ def _refresh(spark: SparkSession) -> None:
                     catalog.register(table)
 
 
-def ensure_silver(spark: SparkSession, *, scale: str = "tiny", seed: int = 42) -> dict[str, int]:
-    """Land the simulated stream (``simulator.ensure_landing``) and run Bronze, Silver and the
-    quarantine once with ``availableNow``. Idempotent: a second call reads nothing new.
-    Returns :func:`stream_counts`.
+def ensure_silver(
+    spark: SparkSession, *, scale: str = "tiny", seed: int = 42, source: str = "auto"
+) -> dict[str, int]:
+    """Land the simulated stream (``simulator.ensure_landing``), publish it to the Kafka topic
+    when Bronze streams from Kafka (:func:`choose_source`; ``simulator.publish_once``), and
+    run Bronze, Silver and the quarantine once with ``availableNow``. Idempotent: a second call
+    reads nothing new. A Bronze table fed from Kafka that already holds every line is used as
+    it is when the broker is down. Returns :func:`stream_counts`.
 
     >>> ensure_silver(spark)          # doctest: +SKIP
     {'landed_lines': ..., 'bronze_rows': ..., 'silver_rows': ..., 'quarantined_rows': ...,
@@ -818,7 +1009,17 @@ def ensure_silver(spark: SparkSession, *, scale: str = "tiny", seed: int = 42) -
 
     prepare_datasets(scale=scale, seed=seed)  # the batch history behind the customer profiles
     report = simulator.ensure_landing(spark, scale=scale, seed=seed)
-    run_streams(spark)
+    if (
+        bronze_source(spark) == "kafka"
+        and kafka_unavailable(spark) is not None
+        and spark.table(streaming.BRONZE).count() == report.lines
+    ):
+        run_streams(spark, bronze=False)  # Bronze is complete: no broker needed
+        return stream_counts(spark, report)
+    chosen, _ = choose_source(spark, source)
+    if chosen == "kafka":
+        simulator.publish_once(report)
+    run_streams(spark, source=chosen)
     return stream_counts(spark, report)
 
 
@@ -939,6 +1140,9 @@ def check_against_truth(silver_df: DataFrame, expected: Iterable[Mapping]) -> in
 __all__ = [
     "BRONZE_SCHEMA",
     "CITY_TIME_ZONES",
+    "KAFKA_LINEAGE_COLUMNS",
+    "SOURCES",
+    "UNPARSED_REASON",
     "DEDUP_WATERMARK",
     "FRAUD_RULES",
     "NEAR_THRESHOLD_USD",
@@ -950,12 +1154,18 @@ __all__ = [
     "check_against_truth",
     "check_counts",
     "check_deduplicate",
+    "choose_source",
+    "bronze_source",
     "customer_profiles",
     "deduplicate",
     "ensure_silver",
     "enrich",
+    "kafka_unavailable",
     "parse_events",
+    "parse_kafka_messages",
     "quarantine_events",
+    "read_kafka",
+    "read_landing",
     "reconcile",
     "silver_events",
     "start_bronze",
@@ -963,6 +1173,7 @@ __all__ = [
     "start_silver",
     "start_silver_events",
     "stream_counts",
+    "to_bronze_columns",
     "with_amount_usd",
     "with_compliance_flags",
     "with_customer_profile",

@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sys
 import time
 from bisect import bisect_left
@@ -78,7 +77,7 @@ REPORT_NAME = "_simulation.json"  # Spark's file source skips names starting wit
 FILE_PATTERN = "events_{:04d}.json"
 STREAM_START = "2026-07-01T00:00:00Z"  # the day after the batch payment history (June 2026)
 ID_BASE = 5_000_000_000  # stream ids TX5000000001...: never a batch id (TX0000000001...)
-DEFAULT_TOPIC = "payment_events"
+DEFAULT_TOPIC = "payment_events"  # lakehouse.streaming.TOPIC
 
 DEFECTS = (
     "duplicates",
@@ -816,6 +815,7 @@ def write_files(
     rate: float | None = None,
     clock: str = "simulated",
     on_file: Callable[[FileSummary], None] | None = None,
+    publish: Callable[[list[str]], object] | None = None,
 ) -> SimulationReport:
     """Write the stream ``config`` describes into ``landing`` as ``events_0001.json`` ...
     (replacing an earlier simulation there) and return its report, also saved as
@@ -825,7 +825,9 @@ def write_files(
     reading the folder sees files arrive. ``clock="wall"`` stamps ``event_ts``/``ingest_ts``
     from the wall clock at emission (each file shifted to "now", delays kept), for live runs;
     ``"simulated"`` (default) keeps the fixed simulated clock: same config, same bytes.
-    ``on_file`` is called with a :class:`FileSummary` after each file.
+    ``on_file`` is called with a :class:`FileSummary` after each file, ``publish`` with the
+    file's lines once it is written (:func:`stream_to_kafka` sends them to a topic: the same
+    stream, at the same pace, in files and messages).
     """
     config = config or ci_config()
     if rate is not None and (not isinstance(rate, int | float) or rate < 0):
@@ -883,6 +885,8 @@ def write_files(
         name = FILE_PATTERN.format(f + 1)
         _atomic_write(path / name, data)
         digest.update(data)
+        if publish is not None:
+            publish(lines)
         names.append(name)
         line_counts.append(len(lines))
         byte_counts.append(len(data))
@@ -1062,58 +1066,132 @@ def expected_events(report_or_landing: SimulationReport | str | os.PathLike) -> 
 
 def kafka_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
     """True when a TCP connection to one of the ``host:port`` brokers in ``bootstrap`` opens
-    within ``timeout`` seconds each. A probe only (it never hangs); it says nothing of topics."""
-    for server in str(bootstrap).split(","):
-        host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit():
-            continue
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                return True
-        except OSError:
-            continue
-    return False
+    within ``timeout`` seconds each (:func:`lakehouse.services.kafka.reachable`)."""
+    from lakehouse.services import kafka
+
+    return kafka.reachable(bootstrap, timeout)
 
 
-def send_to_kafka(
-    spark, landing_or_report: SimulationReport | str | os.PathLike, bootstrap: str, topic: str
+_CUSTOMER = re.compile(r'"customer_id":"([^"]*)"')
+
+
+def message_key(line: str) -> bytes | None:
+    """A line's Kafka key: its customer id, so one customer's payments go to one partition
+    and keep their order there (a broken line without one gets no key and any partition)."""
+    match = _CUSTOMER.search(line)
+    return match.group(1).encode() if match else None
+
+
+class KafkaPublisher:
+    """Sends lines to a Kafka topic as messages (value: the line exactly as in the files, so
+    broken lines and redeliveries travel too; key: :func:`message_key`) with the course's
+    idempotent producer, and waits for every acknowledgement at each :meth:`flush`."""
+
+    def __init__(self, topic: str, bootstrap_servers: str | None = None):
+        from lakehouse.services import kafka
+
+        self.topic, self.servers = topic, bootstrap_servers or kafka.bootstrap_servers()
+        self.sent = 0
+        self._failures: list[str] = []
+        if not kafka.reachable(self.servers):
+            raise kafka.KafkaError(
+                f"No Kafka broker answers at {self.servers}: start the course's with make "
+                "kafka-start (or pass its host:port); the same events are in the landing folder's "
+                "files, which the course reads without a broker."
+            )
+        self._producer = kafka.producer(self.servers)
+
+    def _delivered(self, error, message) -> None:
+        if error is not None:
+            self._failures.append(f"{message.key()!r}: {error.str()}")
+
+    def __call__(self, lines: Iterable[str]) -> int:
+        """Send ``lines`` and wait until Kafka acknowledged them all; returns how many."""
+        n = 0
+        for line in lines:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topic,
+                        value=line.encode(),
+                        key=message_key(line),
+                        on_delivery=self._delivered,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(0.1)
+            n += 1
+            self._producer.poll(0)
+        self.flush()
+        self.sent += n
+        return n
+
+    def flush(self, timeout: float = 30) -> None:
+        from lakehouse.services import kafka
+
+        left = self._producer.flush(timeout)
+        if left or self._failures:
+            why = self._failures[:3] or f"not acknowledged in {timeout:.0f} s"
+            raise kafka.KafkaError(
+                f"Kafka did not take {left + len(self._failures)} messages for topic "
+                f"{self.topic!r} at {self.servers} ({why}); is the broker still running "
+                "(make kafka-start)?"
+            )
+
+
+def stream_to_kafka(
+    landing: str | os.PathLike,
+    config: SimulatorConfig | None = None,
+    *,
+    topic: str = DEFAULT_TOPIC,
+    partitions: int = 4,
+    bootstrap_servers: str | None = None,
+    rate: float | None = None,
+    clock: str = "simulated",
+    on_file: Callable[[FileSummary], None] | None = None,
+) -> SimulationReport:
+    """:func:`write_files`, every file also sent to the Kafka ``topic`` (created with
+    ``partitions`` if missing) as it is written: the same seeded events, defects and
+    scenarios, at ``rate`` events per second. The files stay the record the report (and the
+    truth, :func:`expected_events`) describes; the topic carries one message per line."""
+    from lakehouse.services import kafka
+
+    publisher = KafkaPublisher(topic, bootstrap_servers)
+    kafka.create_topic(topic, partitions, bootstrap_servers=publisher.servers)
+    return write_files(landing, config, rate=rate, clock=clock, on_file=on_file, publish=publisher)
+
+
+def publish_once(
+    report: SimulationReport,
+    *,
+    topic: str = DEFAULT_TOPIC,
+    partitions: int = 4,
+    bootstrap_servers: str | None = None,
 ) -> int:
-    """Publish a simulated stream to the Kafka ``topic`` with Spark's batch Kafka sink: one
-    message per line (key: the transaction id, value: the line exactly as in the files, so
-    malformed lines and redeliveries travel too). Returns the messages sent.
+    """Make the Kafka ``topic`` hold the stream of ``report``, one message per line: published
+    now if the topic is missing (deleted again if the publish fails, so a half-published topic
+    never passes for the stream), left as it is if it already holds exactly that many
+    messages. A topic holding another count raises, naming how to start over. Returns the
+    messages in the topic."""
+    from lakehouse.services import kafka
 
-    Needs a reachable broker and Spark's Kafka connector (built into Databricks; locally
-    ``spark-sql-kafka-0-10`` on the classpath); otherwise raises RuntimeError saying which, and
-    that the course streams the same events from files in the landing folder."""
-    if not kafka_reachable(bootstrap):
-        raise RuntimeError(
-            f"no Kafka broker reachable at {bootstrap!r}: start one (or pass its host:port), or "
-            "read the same events from the files in the landing folder, which is what the "
-            "course does by default"
-        )
-    key = re.compile(r'"transaction_id":"([^"]*)"')
-    rows = []
-    for line in read_lines(landing_or_report):
-        match = key.search(line)
-        rows.append((match.group(1) if match else None, line))
-    df = spark.createDataFrame(rows, "key string, value string")
+    publisher = KafkaPublisher(topic, bootstrap_servers)  # fails fast without a broker
+    servers = publisher.servers
+    if topic in kafka.list_topics(bootstrap_servers=servers):
+        held = sum(kafka.end_offsets(topic, bootstrap_servers=servers).values())
+        if held != report.lines:
+            raise kafka.KafkaError(
+                f"Kafka topic {topic!r} at {servers} holds {held} messages, but the stream has "
+                f"{report.lines} lines: it holds another stream. Delete it "
+                f"(lakehouse.services.kafka.delete_topic({topic!r})) and run again."
+            )
+        return held
+    kafka.create_topic(topic, partitions, bootstrap_servers=servers)
     try:
-        (
-            df.write.format("kafka")
-            .option("kafka.bootstrap.servers", bootstrap)
-            .option("topic", topic)
-            .save()
-        )
-    except Exception as exc:
-        text = str(exc)
-        if "kafka" in text.lower() and ("DATA_SOURCE_NOT_FOUND" in text or "find data" in text):
-            raise RuntimeError(
-                "Spark's Kafka connector is not on this session's classpath (it is built into "
-                "Databricks; locally add org.apache.spark:spark-sql-kafka-0-10): the events "
-                "stay available as files in the landing folder, the course's default source"
-            ) from None
+        return publisher(read_lines(report))
+    except BaseException:
+        kafka.delete_topic(topic, bootstrap_servers=servers)  # nothing half-published
         raise
-    return len(rows)
 
 
 # --------------------------------------------------------------------------- command line
@@ -1165,7 +1243,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-scenarios", action="store_true", help="no injected risk patterns (small streams)"
     )
-    parser.add_argument("--kafka", metavar="HOST:PORT", help="also publish to this Kafka broker")
+    parser.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="also send every file's lines to this Kafka broker as it is written",
+    )
     parser.add_argument("--topic", default=DEFAULT_TOPIC, help=f"Kafka topic ({DEFAULT_TOPIC})")
     return parser
 
@@ -1189,7 +1271,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(_as_option_error(str(exc)))
     rate = None if args.max_rate else args.rate
-    report = write_files(args.landing, config, rate=rate, clock=args.clock, on_file=print)
+    if args.kafka:
+        from lakehouse.services.kafka import KafkaError
+
+        try:
+            report = stream_to_kafka(
+                args.landing,
+                config,
+                topic=args.topic,
+                bootstrap_servers=args.kafka,
+                rate=rate,
+                clock=args.clock,
+                on_file=print,
+            )
+        except KafkaError as exc:
+            print(f"lakehouse-simulate: --kafka: {exc}", file=sys.stderr)
+            return 1
+    else:
+        report = write_files(args.landing, config, rate=rate, clock=args.clock, on_file=print)
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items())
     scen = ", ".join(f"{k} {v}" for k, v in report.scenario_counts().items())
     print(
@@ -1197,14 +1296,7 @@ def main(argv: list[str] | None = None) -> int:
         f"to {report.landing}\ndefects: {counts}\nscenarios: {scen}"
     )
     if args.kafka:
-        from lakehouse import get_spark
-
-        try:
-            sent = send_to_kafka(get_spark(scale=config.scale), report, args.kafka, args.topic)
-        except RuntimeError as exc:
-            print(f"lakehouse-simulate: --kafka: {exc}", file=sys.stderr)
-            return 1
-        print(f"published {sent} messages to Kafka topic {args.topic!r} at {args.kafka}")
+        print(f"published {report.lines} messages to Kafka topic {args.topic!r} at {args.kafka}")
     return 0
 
 
@@ -1219,6 +1311,7 @@ __all__ = [
     "DEFECTS",
     "SCENARIOS",
     "FileSummary",
+    "KafkaPublisher",
     "SimulationReport",
     "SimulatorConfig",
     "check_ci_stream",
@@ -1230,7 +1323,9 @@ __all__ = [
     "june_average_usd",
     "kafka_reachable",
     "main",
+    "message_key",
+    "publish_once",
     "read_lines",
-    "send_to_kafka",
+    "stream_to_kafka",
     "write_files",
 ]

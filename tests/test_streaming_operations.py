@@ -379,3 +379,54 @@ def test_the_drill_check_catches_a_failure_before_the_write(spark, source, tmp_p
         )
     with pytest.raises(AssertionError, match="never planned batch 1"):
         operations.check_failed_after_commit(before, before + 1, tmp_path / "checkpoint", 1)
+
+
+# --------------------------------------------------------------------------- Kafka lag
+
+# A Kafka source's progress as Spark 4.1 reports it: offsets per topic and partition, as JSON
+# strings (the form StreamingQueryProgress.json gives).
+KAFKA_PROGRESS = {
+    "id": "6f1e2a40-0000-4000-8000-000000000001",
+    "runId": "6f1e2a40-0000-4000-8000-000000000002",
+    "name": "bronze",
+    "timestamp": "2026-07-01T00:00:00.000Z",
+    "batchId": 3,
+    "numInputRows": 500,
+    "durationMs": {"triggerExecution": 900},
+    "stateOperators": [],
+    "sources": [
+        {
+            "description": "KafkaV2[Subscribe[payment_events]]",
+            "startOffset": '{"payment_events":{"0":100,"1":100}}',
+            "endOffset": '{"payment_events":{"0":350,"1":350}}',
+            "latestOffset": '{"payment_events":{"0":400,"1":380}}',
+            "numInputRows": 500,
+            "metrics": {"maxOffsetsBehindLatest": "50"},
+        }
+    ],
+    "sink": {"description": "DeltaSink[bronze]", "numOutputRows": 500},
+}
+
+
+def test_kafka_lag_is_latest_minus_end_per_partition():
+    assert operations.kafka_lag(KAFKA_PROGRESS, "payment_events") == {0: 50, 1: 30}
+    assert operations.kafka_lag(KAFKA_PROGRESS, "other_topic") is None
+    assert progress_row(KAFKA_PROGRESS)["offsets_behind_latest"] == 80
+
+
+def test_a_file_source_has_no_lag_column_value(stateless_query):
+    assert progress_row(stateless_query.lastProgress)["offsets_behind_latest"] is None
+
+
+def test_committed_offsets_come_from_the_last_committed_batch(tmp_path):
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "commits").mkdir()
+    assert operations.committed_offsets(tmp_path, "payment_events") == {}
+    meta = '{"batchWatermarkMs":0,"batchTimestampMs":0,"conf":{}}'
+    for batch, offsets in ((0, '{"0":10,"1":5}'), (1, '{"0":20,"1":9}')):
+        (tmp_path / "offsets" / str(batch)).write_text(
+            f'v1\n{meta}\n{{"payment_events":{offsets}}}\n'
+        )
+    (tmp_path / "commits" / "0").write_text('v1\n{"nextBatchWatermarkMs":0}\n')
+    # batch 1 is planned, not committed: the query will read it again
+    assert operations.committed_offsets(tmp_path, "payment_events") == {0: 10, 1: 5}

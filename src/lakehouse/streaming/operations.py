@@ -89,6 +89,9 @@ METRICS_SCHEMA = StructType(
         StructField("event_time_max", TimestampType(), True),
         StructField("sink", StringType(), True),
         StructField("num_output_rows", LongType(), True),
+        # Kafka sources: messages the broker had (latestOffset) beyond what the batch read
+        # (endOffset), summed over partitions: the consumer lag. NULL for other sources.
+        StructField("offsets_behind_latest", LongType(), True),
         StructField("progress_json", StringType(), False),  # everything, for what is not above
     ]
 )
@@ -199,9 +202,31 @@ def progress_row(progress: Any) -> dict:
         "event_time_max": _timestamp(event_time.get("max")),
         "sink": sink.get("description"),
         "num_output_rows": _number(sink.get("numOutputRows"), int),
+        "offsets_behind_latest": _offsets_behind(p),
         "progress_json": json.dumps(p, sort_keys=True),
     }
     return row
+
+
+def _offsets(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value.startswith("{") else value
+
+
+def _offsets_behind(p: dict) -> int | None:
+    """Sum over the Kafka sources' partitions of latestOffset - endOffset (None without one)."""
+    behind = None
+    for source in p.get("sources") or []:
+        latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
+        if not (isinstance(latest, dict) and isinstance(end, dict)):
+            continue
+        for topic, partitions in latest.items():
+            if not isinstance(partitions, dict):
+                continue
+            done = end.get(topic) or {}
+            behind = (behind or 0) + sum(
+                int(o) - int(done.get(part, 0)) for part, o in partitions.items()
+            )
+    return behind
 
 
 def _progresses_of(item: Any) -> list:
@@ -238,7 +263,9 @@ def metrics_df(spark: SparkSession, rows: Iterable[Mapping]) -> DataFrame:
 
 
 def create_metrics_table(spark: SparkSession, table: str = METRICS) -> None:
-    """Create ``ops.stream_metrics`` (schema :data:`METRICS_SCHEMA`) unless it exists."""
+    """Create ``ops.stream_metrics`` (schema :data:`METRICS_SCHEMA`) unless it exists; a
+    table kept from an earlier version of the course gains the columns it lacks (nullable,
+    NULL in the rows it already has), so its history stays."""
     from lakehouse.tables import DeltaTable
 
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
@@ -249,6 +276,11 @@ def create_metrics_table(spark: SparkSession, table: str = METRICS) -> None:
         .comment(METRICS_COMMENT)
         .execute()
     )
+    have = set(spark.table(table).columns)
+    new = [f for f in METRICS_SCHEMA.fields if f.name not in have]
+    if new:
+        columns = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in new)
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
 
 
 def record_progress(spark: SparkSession, queries_or_progresses: Any, table: str = METRICS) -> int:
@@ -481,13 +513,9 @@ def kafka_lag(progress: Any, topic: str) -> dict[int, int] | None:
     ``endOffset`` (what the batch read up to). None when the progress has no Kafka source
     for ``topic``."""
     for source in progress_dict(progress).get("sources") or []:
-        latest, end = source.get("latestOffset"), source.get("endOffset")
-        if isinstance(latest, str):
-            latest = json.loads(latest)
-        if isinstance(end, str):
-            end = json.loads(end)
+        latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
         if isinstance(latest, dict) and topic in latest and isinstance(end, dict):
-            done = end.get(topic, {})
+            done = end.get(topic) or {}
             return {int(p): int(o) - int(done.get(p, 0)) for p, o in latest[topic].items()}
     return None
 

@@ -134,9 +134,16 @@ print(json.dumps(out, default=str))
 
 
 @pytest.fixture(scope="module")
-def story(tmp_path_factory):
-    work = tmp_path_factory.mktemp("kafka_story")
+def broker(tmp_path_factory):
     port = free_port()
+    with kafka.running(port, home=tmp_path_factory.mktemp("kafka")) as servers:
+        yield port, servers
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory, broker):
+    work = tmp_path_factory.mktemp("kafka_story")
+    port, servers = broker
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
     env.update(
         LAKEHOUSE_LAKE=str(work / "lake"),
@@ -145,24 +152,23 @@ def story(tmp_path_factory):
         LAKEHOUSE_METASTORE="in-memory",
         LAKEHOUSE_KAFKA_PORT=str(port),
     )
-    with kafka.running(port, home=work / "kafka") as servers:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                textwrap.dedent(CHILD),
-                str(work),
-                servers,
-                TOPIC,
-                json.dumps(STREAM),
-                str(free_port()),
-            ],
-            env=env,
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(CHILD),
+            str(work),
+            servers,
+            TOPIC,
+            json.dumps(STREAM),
+            str(free_port()),
+        ],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -215,3 +221,29 @@ def test_bad_input_names_the_fix(story):
     # and its checkpoint holds offsets, so the broker must come back (or Bronze be reset)
     assert "cannot stream from Kafka: no Kafka broker answers" in story["no_broker_auto"]
     assert "streams from kafka" in story["switch"] and "reset" in story["switch"]
+
+
+def test_the_simulator_command_produces_a_live_stream_file_by_file(broker, tmp_path, capsys):
+    from lakehouse.streaming import simulator
+
+    _, servers = broker
+    code = simulator.main(
+        [
+            "--landing", str(tmp_path / "landing"), "--events", "400", "--files", "4",
+            "--rate", "2000", "--no-scenarios", "--kafka", servers, "--topic", "cli_stream",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = simulator.SimulationReport.load(tmp_path / "landing")
+    offsets = kafka.end_offsets("cli_stream", bootstrap_servers=servers)
+    assert sum(offsets.values()) == report.lines
+    assert f"published {report.lines} messages" in capsys.readouterr().out
+
+
+def test_the_simulator_command_without_a_broker_names_the_fix(tmp_path, capsys):
+    from lakehouse.streaming import simulator
+
+    dead = f"127.0.0.1:{free_port()}"
+    code = simulator.main(["--landing", str(tmp_path), "--max-rate", "--kafka", dead])
+    assert code == 1
+    assert "make kafka-start" in capsys.readouterr().err

@@ -1,10 +1,14 @@
-"""Exactly-once from the landing folder to Gold: for a fixed simulated stream, the Gold aggregates
-equal a batch computation over the same events, after any number of kill/restart cycles.
+"""Exactly-once from the source to Gold: for a fixed simulated stream, the Gold aggregates equal a
+batch computation over the same events, after any number of kill/restart cycles.
 
-A child process runs the whole chain (landing -> bronze.payment_events -> silver.payment_events
--> gold.payment_risk_windows, with processing-time triggers and one file per Bronze micro-batch)
-while the simulator keeps writing files. The test kills the child's process group with SIGKILL
-three times, at three moments:
+Two sources, one test each: the landing folder (embedded engine, the checkpoint lists the files
+read) and a real Kafka topic (delta-spark with the Kafka connector and a broker of the test's
+own; the checkpoint holds the offsets read per partition).
+
+A child process runs the whole chain (source -> bronze.payment_events -> silver.payment_events
+-> gold.payment_risk_windows, with processing-time triggers and small Bronze micro-batches: one
+file, or 50 messages) while the simulator keeps producing. The test kills the child's process
+group with SIGKILL three times, at three moments:
 
 1. anywhere, once Gold has taken a few micro-batches;
 2. while a Gold MERGE is in flight (its data files written, not yet committed), if the test
@@ -16,7 +20,8 @@ Then a last child runs each stream with ``availableNow`` to completion, twice. T
 with delta-rs and plain Python alone: Silver holds each valid event once, and Gold equals the
 windows computed in Python from ``simulator.expected_events`` (not from Silver).
 
-Run the child by hand: ``python tests/test_streaming_exactly_once.py run LANDING processing``.
+Run the child by hand: ``python tests/test_streaming_exactly_once.py run LANDING processing files``
+(``kafka`` instead of ``files`` reads the broker at ``LAKEHOUSE_KAFKA_PORT``).
 """
 
 from __future__ import annotations
@@ -50,26 +55,40 @@ RATE = 20  # events per second: a new file every 2.5 s, for a minute, through th
 # ------------------------------------------------------------------------------------------------
 # The child: the chain of streams in one Spark session
 # ------------------------------------------------------------------------------------------------
-def child_run(landing: str, mode: str) -> None:
+SOURCES = ("files", "kafka")
+ENGINES = {"files": "embedded", "kafka": "delta-spark"}
+# Bronze micro-batches of one file, or of as many messages as a file has lines.
+BRONZE_OPTIONS = {"files": {"maxFilesPerTrigger": "1"}, "kafka": {"maxOffsetsPerTrigger": "50"}}
+
+
+def child_run(landing: str, mode: str, source: str) -> None:
     from lakehouse import get_spark
-    from lakehouse.engines.embedded.catalog import catalog_for
     from lakehouse.streaming import BRONZE, RISK_WINDOWS, SILVER, pipeline, upsert
 
-    spark = get_spark("embedded", scale="tiny", app_name="exactly-once-child")
+    spark = get_spark(ENGINES[source], scale="tiny", app_name="exactly-once-child")
+
+    def register(table: str) -> None:
+        # The embedded engine's catalog binds a table's schema at first sight: a table a stream
+        # created is registered again to be read by name. Delta's catalog needs nothing.
+        if ENGINES[source] == "embedded":
+            from lakehouse.engines.embedded.catalog import catalog_for
+
+            catalog_for(spark).register(table)
+
     # No customer profiles: the batch history they come from is another lesson's data, and
     # what this test judges (ids, counts, sums, maxima) does not depend on them.
     profiles_df = spark.createDataFrame([], pipeline.PROFILE_SCHEMA)
     if mode == "processing":
         trigger = {"processingTime": "1 second"}
         bronze = pipeline.start_bronze(
-            spark, landing=landing, trigger=trigger, maxFilesPerTrigger="1"
+            spark, source=source, landing=landing, trigger=trigger, **BRONZE_OPTIONS[source]
         )
         queries = [settled(bronze)]
         queries.append(settled(start_silver(spark, profiles_df, trigger)))
         # Gold reads Silver by name: wait for Silver's first micro-batch to create it.
         while not spark.catalog.tableExists(SILVER):
             time.sleep(0.2)
-        catalog_for(spark).register(SILVER)
+        register(SILVER)
         queries.append(settled(upsert.start_risk_windows(spark, trigger=trigger)))
         print(json.dumps({"started": [q.name for q in queries]}), flush=True)
         spark.streams.awaitAnyTermination()  # until killed; raises if a query failed
@@ -77,9 +96,9 @@ def child_run(landing: str, mode: str) -> None:
         raise SystemExit(f"queries stopped by themselves: {stopped}")
     versions = []
     for _ in range(2):  # the second run must find nothing to do
-        pipeline.await_all([pipeline.start_bronze(spark, landing=landing)])
+        pipeline.await_all([pipeline.start_bronze(spark, source=source, landing=landing)])
         pipeline.await_all([start_silver(spark, profiles_df, {"availableNow": True})])
-        catalog_for(spark).register(SILVER)
+        register(SILVER)
         pipeline.await_all([upsert.start_risk_windows(spark)])
         versions.append({name: _version(spark, name) for name in (BRONZE, SILVER, RISK_WINDOWS)})
     print(json.dumps({"versions": versions}), flush=True)
@@ -91,6 +110,7 @@ def start_silver(spark, profiles_df, trigger):
     fewer starting at once matters on a busy machine."""
     from lakehouse.streaming import BRONZE, SILVER, checkpoint, pipeline
 
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {SILVER.split('.')[0]}")
     return (
         spark.readStream.table(BRONZE)
         .transform(pipeline.silver_events(profiles_df))
@@ -123,11 +143,13 @@ def _version(spark, name: str) -> int:
 # ------------------------------------------------------------------------------------------------
 # The parent: processes, tables read with delta-rs
 # ------------------------------------------------------------------------------------------------
-def child(root: Path, *args: object) -> subprocess.Popen:
+def child(root: Path, *args: object, kafka_port: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "LAKEHOUSE_LAKE": str(root / "lake"), "LAKEHOUSE_CATALOG": CATALOG}
     env.pop("SPARK_REMOTE", None)
     env.pop("LAKEHOUSE_ENGINE", None)
-    name = f"{args[0]}-{args[-1]}-{time.monotonic_ns()}"
+    if kafka_port is not None:
+        env["LAKEHOUSE_KAFKA_PORT"] = str(kafka_port)
+    name = f"{args[0]}-{args[2]}-{time.monotonic_ns()}"
     return spawn([sys.executable, __file__, *map(str, args)], env, root, name)
 
 
@@ -146,13 +168,19 @@ class Job:
     ``retries`` times in all. Exactly-once must hold whatever ended a run, so a retried run is
     one more crash and restart, and the test reports it."""
 
-    def __init__(self, root: Path, landing: Path, retries: int = 5):
+    def __init__(
+        self, root: Path, landing: Path, source: str, kafka_port: int | None, retries: int = 5
+    ):
         self.root, self.landing, self.retries = root, landing, retries
+        self.source, self.kafka_port = source, kafka_port
         self.retried: list[str] = []
+
+    def _child(self, mode: str) -> subprocess.Popen:
+        return child(self.root, "run", self.landing, mode, self.source, kafka_port=self.kafka_port)
 
     def run_until(self, condition, what: str) -> tuple[subprocess.Popen, object]:
         while True:
-            proc = child(self.root, "run", self.landing, "processing")
+            proc = self._child("processing")
             try:
                 return proc, wait_for(condition, proc, what)
             except ChildDied as died:
@@ -160,7 +188,7 @@ class Job:
 
     def run_to_completion(self) -> dict:
         while True:
-            proc = child(self.root, "run", self.landing, "available-now")
+            proc = self._child("available-now")
             try:
                 proc.wait(timeout=START_TIMEOUT + 300)
             except subprocess.TimeoutExpired:
@@ -295,11 +323,12 @@ def _naive(ts: datetime) -> datetime:
 # The test
 # ------------------------------------------------------------------------------------------------
 class Simulator(threading.Thread):
-    """The producer: the stream written into the landing folder at RATE events per second."""
+    """The producer: the stream written at RATE events per second into the landing folder, and
+    into the broker's topic as well when there is one (each file's lines as it is written)."""
 
-    def __init__(self, landing: Path):
+    def __init__(self, landing: Path, bootstrap_servers: str | None = None):
         super().__init__(daemon=True)
-        self.landing = landing
+        self.landing, self.servers = landing, bootstrap_servers
         self.report = None
         self.error: BaseException | None = None
 
@@ -308,7 +337,12 @@ class Simulator(threading.Thread):
 
         try:
             config = simulator.SimulatorConfig(**STREAM)
-            self.report = simulator.write_files(self.landing, config, rate=RATE)
+            if self.servers:
+                self.report = simulator.stream_to_kafka(
+                    self.landing, config, rate=RATE, bootstrap_servers=self.servers
+                )
+            else:
+                self.report = simulator.write_files(self.landing, config, rate=RATE)
         except BaseException as exc:  # surfaced by finish()
             self.error = exc
 
@@ -320,17 +354,47 @@ class Simulator(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def killed_and_restarted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exactly_once")
+def broker(tmp_path_factory):
+    """A Kafka broker for the Kafka source's run, on a free port; skips without its jars."""
+    from lakehouse.engines.delta_spark import jvm
+    from lakehouse.services import free_port, kafka
+
+    if jvm.missing("spark") or jvm.missing("kafka"):
+        pytest.skip("the Kafka connector's or the broker's jars are not cached: scripts/bootstrap")
+    port = free_port()
+    with kafka.running(port, home=tmp_path_factory.mktemp("kafka")) as servers:
+        yield port, servers
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def killed_and_restarted(request, tmp_path_factory):
+    source = request.param
+    kafka_port, servers = request.getfixturevalue("broker") if source == "kafka" else (None, None)
+    root = tmp_path_factory.mktemp(f"exactly_once_{source}")
     landing = root / "landing"
-    tables = root / "lake" / CATALOG
-    gold, silver = tables / "gold" / "payment_risk_windows", tables / "silver" / "payment_events"
-    gold_checkpoint = tables / "_checkpoints" / "streaming" / "risk_windows"
+    catalog = root / "lake" / CATALOG
+    # managed tables: <catalog>/<schema>/<table> on the embedded engine, Spark's warehouse
+    # layout <catalog>/_warehouse/<schema>.db/<table> on delta-spark
+    if ENGINES[source] == "embedded":
+        gold, silver = (
+            catalog / "gold" / "payment_risk_windows",
+            catalog / "silver" / "payment_events",
+        )
+    else:
+        warehouse = catalog / "_warehouse"
+        gold = warehouse / "gold.db" / "payment_risk_windows"
+        silver = warehouse / "silver.db" / "payment_events"
+    gold_checkpoint = catalog / "_checkpoints" / "streaming" / "risk_windows"
     started = time.monotonic()
     moments = []
-    producer = Simulator(landing)
+    producer = Simulator(landing, servers)
     landing.mkdir()  # a file stream needs its folder
-    job = Job(root, landing)
+    if servers:  # and a Kafka stream its topic
+        from lakehouse.services import kafka
+        from lakehouse.streaming import TOPIC, TOPIC_PARTITIONS
+
+        kafka.create_topic(TOPIC, TOPIC_PARTITIONS, bootstrap_servers=servers)
+    job = Job(root, landing, source, kafka_port)
     try:
         # Kill 1: once Gold has taken a few micro-batches.
         def steady():
@@ -378,7 +442,8 @@ def killed_and_restarted(tmp_path_factory):
     # The producer is done: availableNow to completion, then once more (nothing to do).
     result = job.run_to_completion()
     print(
-        f"kills at: {moments}; replayed batch {replayed}; runs that died by themselves and "
+        f"{source}: kills at: {moments}; replayed batch {replayed}; runs that died by "
+        "themselves and "
         f"were retried: {job.retried}; {time.monotonic() - started:.0f} s in all"
     )
     return {
@@ -455,4 +520,4 @@ if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command != "run":
         raise SystemExit(f"unknown command {command!r}; see the module docstring")
-    child_run(args[0], args[1])
+    child_run(args[0], args[1], args[2] if len(args) > 2 else "files")

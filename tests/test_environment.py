@@ -238,16 +238,25 @@ def test_every_jvm_artifact_says_who_loads_it():
     assert not unknown, f"jvm-artifacts.txt: use one of {sorted(USES)} for {unknown}"
 
 
-def test_spark_kafka_connector_is_one_release_on_pysparks_minor_line(project_pins):
-    """Spark's Kafka connector and its token provider come from one Spark release of the
-    installed pyspark's minor line (a patch release runs on any Spark of its minor line)."""
+def test_spark_kafka_connector_is_on_pysparks_minor_line(project_pins):
+    """Spark's Kafka connector and its token provider are releases of the installed pyspark's
+    minor line (a patch release runs on any Spark of its minor line), the connector at least
+    4.1.3 (earlier 4.1 releases fail a query restarted after a crash, SPARK-57438), the token
+    provider no newer than the connector."""
     from lakehouse.engines.delta_spark import jvm
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
 
     spark_minor = ".".join(project_pins["pyspark"].split("==")[-1].split(".")[:2])
     spark = {f"{a.group}:{a.name}": a.version for a in jvm.pinned() if a.use == "spark"}
     connector = spark["org.apache.spark:spark-sql-kafka-0-10_2.13"]
-    assert connector.startswith(spark_minor + "."), f"connector {connector} for Spark {spark_minor}"
-    assert spark["org.apache.spark:spark-token-provider-kafka-0-10_2.13"] == connector
+    token_provider = spark["org.apache.spark:spark-token-provider-kafka-0-10_2.13"]
+    for name, pinned in (("connector", connector), ("token provider", token_provider)):
+        assert pinned.startswith(spark_minor + "."), f"{name} {pinned} for Spark {spark_minor}"
+    if spark_minor == "4.1":
+        assert version(connector) >= (4, 1, 3), f"connector {connector}: SPARK-57438 needs 4.1.3"
+    assert version(token_provider) <= version(connector)
 
 
 def _runtime_dependencies(descriptor: Path) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:

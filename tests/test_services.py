@@ -23,24 +23,11 @@ from pathlib import Path
 import pytest
 
 from lakehouse.engines.delta_spark import jvm
-from lakehouse.services import free_port, kafka, postgres
+from lakehouse.services import free_port, free_port_pair, kafka, postgres
 
 KAFKA_JARS = not jvm.missing("kafka")
 TIMINGS: dict[str, float] = {}  # start-up times, printed with -s for the record
 SPARK_JARS = not jvm.missing("spark")
-
-
-def free_port_pair() -> int:
-    """A free port whose next port is free too (the broker's controller takes it)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports on loopback")
 
 
 def run_spark_child(code: str, env: dict[str, str]) -> dict:

@@ -357,11 +357,11 @@ class Simulator(threading.Thread):
 def broker(tmp_path_factory):
     """A Kafka broker for the Kafka source's run, on a free port; skips without its jars."""
     from lakehouse.engines.delta_spark import jvm
-    from lakehouse.services import free_port, kafka
+    from lakehouse.services import free_port_pair, kafka
 
     if jvm.missing("spark") or jvm.missing("kafka"):
         pytest.skip("the Kafka connector's or the broker's jars are not cached: scripts/bootstrap")
-    port = free_port()
+    port = free_port_pair()
     with kafka.running(port, home=tmp_path_factory.mktemp("kafka")) as servers:
         yield port, servers
 

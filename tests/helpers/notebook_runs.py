@@ -58,12 +58,12 @@ def kafka_port(tmp_path_factory):
     a free port), so the streaming lessons run their Kafka path; None when the broker's jars are
     not cached, and the lessons then say they stream from files."""
     from lakehouse.engines.delta_spark import jvm
-    from lakehouse.services import free_port, kafka
+    from lakehouse.services import free_port_pair, kafka
 
     if not (jvm.cached("kafka") and jvm.cached("spark")):
         yield None
         return
-    port = free_port()
+    port = free_port_pair()
     with kafka.running(port, home=tmp_path_factory.mktemp("kafka")):
         yield port
 

@@ -463,6 +463,31 @@ def create_topic(
         if exist_ok and error.code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
             return
         raise KafkaError(f"Kafka refused to create topic {name!r}: {error.str()}") from None
+    _await_leaders(admin, name, partitions, servers, timeout)
+
+
+def _await_leaders(admin, name: str, partitions: int, servers: str, timeout: float) -> None:
+    """Wait until every partition of a new topic has a leader: the broker acknowledges the
+    creation first, and a producer or a consumer asking for offsets in between gets
+    NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        ready = (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(
+                f"Topic {name!r} at {servers} was created but its partitions have no leader "
+                f"after {timeout:.0f} s: is the broker healthy (its log is in the lake's "
+                "_services/kafka folder)?"
+            )
+        time.sleep(0.05)
 
 
 def delete_topic(name: str, *, bootstrap_servers: str | None = None, timeout: float = 30) -> None:
@@ -502,10 +527,16 @@ def end_offsets(
                 f"Topic {topic!r} does not exist at {servers}: list the topics with "
                 "lakehouse.services.kafka.list_topics(), or publish the stream first."
             )
-        return {
-            p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=timeout)[1]
-            for p in sorted(known.partitions)
-        }
+        try:
+            return {
+                p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=timeout)[1]
+                for p in sorted(known.partitions)
+            }
+        except ck.KafkaException as exc:
+            raise KafkaError(
+                f"Kafka did not give the end offsets of topic {topic!r} at {servers}: "
+                f"{exc.args[0].str()}"
+            ) from None
     finally:
         consumer.close()
 

@@ -1,10 +1,13 @@
-"""Command line: ``python -m lakehouse.datagen --scale tiny --seed 42 --out datasets/tiny``."""
+"""Command line: ``python -m lakehouse.datagen --scale tiny --seed 42 --out datasets/tiny``;
+with ``--postgres [--day 2]``, the e-commerce system of record goes into the course's
+PostgreSQL instead (``make pg-load``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .core import SOURCES, generate
 from .manifest import DEFECT_CLASSES, Manifest
@@ -52,6 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    pg = parser.add_argument_group("PostgreSQL (the e-commerce system of record)")
+    pg.add_argument(
+        "--postgres",
+        action="store_true",
+        help="load customers, products, orders and order lines into schema 'shop' of the "
+        "course's PostgreSQL (make pg-start; LAKEHOUSE_PG_PORT) instead of writing files",
+    )
+    pg.add_argument(
+        "--day",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="with --postgres: 1, the end of the data window; 2, then a second day of "
+        "inserts, updates and deletes (default 1)",
+    )
+    pg.add_argument("--changes", default=None, help="with --postgres: write the changes as JSON")
     return parser
 
 
@@ -74,8 +93,34 @@ def summary_table(manifest: Manifest) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
+def load_postgres(args) -> int:
+    from lakehouse.services import ServiceError, postgres
+
+    from . import system_of_record
+
+    started = time.perf_counter()
+    try:
+        with postgres.connect() as conn:
+            changes = system_of_record.load(conn, scale=args.scale, seed=args.seed, day=args.day)
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.changes:
+        Path(args.changes).write_text(changes.to_json() + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(changes.summary())
+        print(
+            f"\nschema {system_of_record.SCHEMA} at day {args.day}, scale {changes.scale}, "
+            f"seed {changes.seed}, in {time.perf_counter() - started:.1f} s -> "
+            f"{postgres.jdbc_url()}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.postgres:
+        return load_postgres(args)
     out = args.out or f"datasets/{args.scale}"
     started = time.perf_counter()
     try:

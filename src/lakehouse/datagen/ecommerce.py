@@ -150,7 +150,11 @@ def wrong_width(row: list[str], rng: np.random.Generator) -> list[str]:
     return row + [row[-1]]
 
 
-def _orders(ctx: Context) -> tuple[DatasetResult, DatasetResult]:
+def _orders(ctx: Context, clean: list | None = None) -> tuple[DatasetResult, DatasetResult]:
+    """Write the order and order line files. ``clean``, a list, receives per file the true
+    rows before any defect is injected, as ``(order_rows, order_ts_ms, line_rows)``: the
+    system of record the exports came from (:mod:`lakehouse.datagen.system_of_record`). It
+    draws nothing, so the files are the same bytes with or without it."""
     orders, lines = DatasetResult(ORDERS), DatasetResult(ORDER_LINES)
     cust, cat = ctx.customers, ctx.catalog
     n_files = ctx.scale.order_files
@@ -197,6 +201,7 @@ def _orders(ctx: Context) -> tuple[DatasetResult, DatasetResult]:
                 ]
             )
         rel = f"ecommerce/orders/orders_{f + 1:03d}.csv"
+        true_rows = [list(row) for row in rows] if clean is not None else None
         _write_orders(ctx, orders, rel, rows, ts, rng)
 
         # Lines come from the true orders, so every order (even one whose row is broken) has them.
@@ -224,6 +229,8 @@ def _orders(ctx: Context) -> tuple[DatasetResult, DatasetResult]:
                 tax.tolist(),
             )
         ]
+        if clean is not None:
+            clean.append((true_rows, ts.copy(), [list(row) for row in line_rows]))
         _write_lines(
             ctx, lines, f"ecommerce/order_lines/order_lines_{f + 1:03d}.csv", line_rows, rng
         )

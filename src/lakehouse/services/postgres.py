@@ -483,6 +483,27 @@ def explain(
     return PostgresError(f"PostgreSQL error: {first}")
 
 
+def connect(port: int | None = None, *, password: str | None = None, **kwargs):
+    """A psycopg connection to the course database as the course user (``with connect() as
+    conn:`` commits at the end of the block); a wrong password or a server that is down raise
+    :class:`PostgresError` saying what to fix."""
+    import psycopg
+
+    port = port or default_port()
+    try:
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=course_user(),
+            password=password if password is not None else course_password(),
+            dbname=course_database(),
+            connect_timeout=10,
+            **kwargs,
+        )
+    except psycopg.OperationalError as exc:
+        raise explain(str(exc), port=port) from None
+
+
 def read_table(spark, table: str, *, port: int | None = None, **options):
     """``spark.read.jdbc`` of ``table`` from the course database, with the course's
     credentials; options (``partitionColumn``, ``numPartitions``, ``fetchsize`` ...) pass

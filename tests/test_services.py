@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.spark_child import run_spark_child
 
 from lakehouse.engines.delta_spark import jvm
 from lakehouse.services import free_port, free_port_pair, kafka, postgres
@@ -28,27 +29,6 @@ from lakehouse.services import free_port, free_port_pair, kafka, postgres
 KAFKA_JARS = not jvm.missing("kafka")
 TIMINGS: dict[str, float] = {}  # start-up times, printed with -s for the record
 SPARK_JARS = not jvm.missing("spark")
-
-
-def run_spark_child(code: str, env: dict[str, str]) -> dict:
-    """Run ``code`` in a fresh interpreter on a delta-spark session; it prints one JSON line."""
-    child_env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
-    child_env.update(env, LAKEHOUSE_ENGINE="delta-spark", LAKEHOUSE_MASTER="local[2]")
-    preamble = """
-        import json
-        from lakehouse import get_spark
-        spark = get_spark("delta-spark", scale="tiny")
-        packages = spark.sparkContext.getConf().get("spark.jars.packages", "")
-        """
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(preamble) + textwrap.dedent(code)],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # =============================================================================== Kafka

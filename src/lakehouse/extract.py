@@ -305,8 +305,12 @@ def _full_load(spark, table: SourceTable, read, target: str, watermarks) -> Extr
     )
     # Counted from what was written, not read again: the source may have moved on since.
     written = spark.read.table(target).where(F.col(EXTRACTION_ID) == report.extraction_id)
-    report.rows_read = report.inserted = written.count()
-    report.watermark_after = _max_watermark(written, table.watermark_column, None)
+    totals = written.agg(
+        F.count("*").alias("rows"),
+        F.date_format(F.max(table.watermark_column), ISO_FORMAT).alias("latest"),
+    ).first()
+    report.rows_read = report.inserted = totals["rows"]
+    report.watermark_after = totals["latest"]
     report.versions = (None, _version(spark, target))
     if watermarks:
         _save_watermark(spark, report, watermarks)
@@ -464,7 +468,8 @@ def check_bronze_matches_source(
     doubled = bronze.groupBy(*keys).count().where("count > 1")
     assert doubled.isEmpty(), (
         f"{target} holds {doubled.count()} keys more than once (e.g. {key_list(doubled)}): "
-        "rows re-read at the watermark were appended. MERGE them by primary key instead."
+        "extracted rows were appended beside the copies Bronze already held (the rows re-read "
+        "at the watermark too). MERGE them by primary key instead."
     )
     stale = bronze.exceptAll(source_df.select(*columns))
     absent = source_df.select(*columns).exceptAll(bronze)
@@ -473,6 +478,17 @@ def check_bronze_matches_source(
         f"{target} still holds {gone.count()} rows the source deleted (e.g. {key_list(gone)}): "
         "a watermark never sees a deleted row. Compare Bronze's keys with the source's and "
         f"set {DELETED_AT} on the missing ones."
+    )
+    resurrect = (
+        spark.read.table(target)
+        .where(F.col(DELETED_AT).isNotNull())
+        .select(*keys)
+        .join(source_df.select(*keys), keys)
+    )
+    assert resurrect.isEmpty(), (
+        f"{target} marks {resurrect.count()} rows deleted that the source still has (e.g. "
+        f"{key_list(resurrect)}): compare Bronze's keys with all of the source's keys, not "
+        "only with the rows changed since the watermark."
     )
     if not absent.isEmpty():
         examples = key_list(absent)
@@ -506,4 +522,24 @@ def check_rerun_wrote_nothing(report: ExtractReport) -> None:
     assert report.versions[0] == report.versions[1], (
         f"A rerun moved the Bronze version {report.versions[0]} -> {report.versions[1]}: skip "
         "the MERGE when there is nothing to write."
+    )
+
+
+def check_incremental_report(report: ExtractReport, changes) -> None:
+    """Assert that an incremental load of the system of record's day 2 wrote exactly day 2's
+    inserts, updates and deletes (``changes``: :class:`lakehouse.datagen.system_of_record.
+    Changes`) and read nothing but the changed rows and the rows at the watermark."""
+    table = report.source_table
+    expected = tuple(
+        len(keys[table]) for keys in (changes.inserted, changes.updated, changes.deleted)
+    )
+    found = (report.inserted, report.updated, report.deleted)
+    assert found == expected, (
+        f"{table}: {found[0]} inserted, {found[1]} updated, {found[2]} deleted; day 2 made "
+        f"{expected[0]}, {expected[1]} and {expected[2]}"
+    )
+    assert report.unchanged == changes.boundary[table], (
+        f"{table}: {report.unchanged} rows were read again unchanged; only the "
+        f"{changes.boundary[table]} at the watermark should be. Read only the rows with "
+        "updated_at >= watermark (filter in the query), not the whole table."
     )

@@ -527,6 +527,12 @@ def start(port: int | None = None, *, home: str | os.PathLike | None = None, tim
     return Server.default(port, home).start(timeout)
 
 
+def answering(port: int | None = None) -> bool:
+    """Whether a server listens at 127.0.0.1:``port`` (default ``LAKEHOUSE_PG_PORT`` or 54329),
+    wherever its cluster lives: ``make pg-start``'s, or one a test suite started elsewhere."""
+    return port_open(port or default_port())
+
+
 def stop(port: int | None = None, *, home: str | os.PathLike | None = None) -> bool:
     """Stop the course's server; True if one was running."""
     return Server.default(port, home).stop()

@@ -139,7 +139,8 @@ class Changes:
     table after day 1 (ISO-8601 UTC). For day 2, ``inserted``/``updated``/``deleted`` list the
     keys per table, and ``pitfalls`` the traps: ``same_timestamp`` (day-1 orders sharing the
     watermark), ``at_watermark`` (a day-2 order updated at exactly that instant),
-    ``day2_same_timestamp`` (products repriced at one instant)."""
+    ``day2_same_timestamp`` (products repriced at one instant); ``boundary``, the day-1 rows
+    at their table's watermark that day 2 leaves as they were (what ``>=`` reads again)."""
 
     scale: str
     seed: int
@@ -150,6 +151,7 @@ class Changes:
     updated: dict[str, list[str]] = field(default_factory=dict)
     deleted: dict[str, list[str]] = field(default_factory=dict)
     pitfalls: dict[str, dict] = field(default_factory=dict)
+    boundary: dict[str, int] = field(default_factory=dict)
 
     def changed(self, table: str) -> set[str]:
         """Keys inserted or updated on day 2 in ``table`` (``"shop.orders"`` or ``"orders"``)."""
@@ -423,6 +425,14 @@ class SystemOfRecord:
             record.deleted[name] = sorted(key_text(k) for k in ops["delete"][t])
             rows[name] += len(ops["insert"][t]) - len(ops["delete"][t])
         record.pitfalls = ops["pitfalls"]
+        for t in TABLES:
+            name, width = qualified(t), len(KEYS[t])
+            touched = set(record.updated[name]) | set(record.deleted[name])
+            record.boundary[name] = sum(
+                1
+                for row in self.day1[t]
+                if row[-1] == record.watermarks[name] and key_text(row[:width]) not in touched
+            )
         return record
 
 

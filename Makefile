@@ -8,6 +8,7 @@
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
 #   make kafka-start | kafka-stop       # a local Kafka broker on 127.0.0.1:19092
 #   make pg-start | pg-stop             # a local PostgreSQL on 127.0.0.1:54329
+#   make pg-load [DAY=1|2] [SCALE=...]  # the e-commerce system of record into it (schema shop)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -30,7 +31,7 @@ export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
 .PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming \
-	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop reset clean
+	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop pg-load reset clean
 
 help:
 	@echo "make course     run every solution notebook (SCALE=$(SCALE)); summary in reports/run-<scale>/"
@@ -45,6 +46,7 @@ help:
 	@echo "make bench-streaming  events/s and latency of the payment stream, Delta vs parquet"
 	@echo "make kafka-start / kafka-stop   a local Kafka broker (127.0.0.1:19092, LAKEHOUSE_KAFKA_PORT)"
 	@echo "make pg-start / pg-stop         a local PostgreSQL (127.0.0.1:54329, LAKEHOUSE_PG_PORT)"
+	@echo "make pg-load    the shop's system of record into it (DAY=1, or 2 for the next day's changes)"
 	@echo "make reset      delete generated data, tables and reports"
 	@echo "make clean      reset, and delete the virtual environment"
 
@@ -121,6 +123,10 @@ pg-start: bootstrap
 
 pg-stop:
 	@$(PY) -m lakehouse.services.postgres stop
+
+DAY ?= 1
+pg-load: pg-start
+	@$(PY) -m lakehouse.datagen --postgres --day $(DAY) --scale $(SCALE)
 
 # The broker and the database keep their data under lake/: stop them before deleting it.
 reset:

@@ -20,6 +20,7 @@ from helpers.notebook_runs import (
     kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
     mode_run,
+    pg_port,  # noqa: F401 (a fixture)
     requires_java,
     run_nbval,
     run_papermill,
@@ -32,8 +33,8 @@ pytestmark = [pytest.mark.notebooks, requires_java]
 
 
 @pytest.fixture(scope="session")
-def classic_run(tmp_path_factory, kafka_port) -> tuple:  # noqa: F811
-    return mode_run(tmp_path_factory, "classic", kafka_port)
+def classic_run(tmp_path_factory, kafka_port, pg_port) -> tuple:  # noqa: F811
+    return mode_run(tmp_path_factory, "classic", kafka_port, pg_port)
 
 
 def test_kernel_runs_this_interpreter(kernel_name, tmp_path):  # noqa: F811

@@ -15,6 +15,7 @@ from helpers.notebook_runs import (
     kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
     mode_run,
+    pg_port,  # noqa: F401 (a fixture)
     requires_java,
     run_papermill,
 )
@@ -25,8 +26,8 @@ pytestmark = [pytest.mark.notebooks, requires_java]
 
 
 @pytest.fixture(scope="session")
-def connect_run(tmp_path_factory, kafka_port) -> tuple:  # noqa: F811
-    return mode_run(tmp_path_factory, "connect", kafka_port)
+def connect_run(tmp_path_factory, kafka_port, pg_port) -> tuple:  # noqa: F811
+    return mode_run(tmp_path_factory, "connect", kafka_port, pg_port)
 
 
 @pytest.fixture(scope="session")

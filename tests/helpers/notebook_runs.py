@@ -42,13 +42,18 @@ def cases(mode: str) -> list:
     ]
 
 
-def mode_run(tmp_path_factory, mode: str, kafka_port: int | None = None) -> tuple[Path, dict]:
+def mode_run(
+    tmp_path_factory, mode: str, kafka_port: int | None = None, pg_port: int | None = None
+) -> tuple[Path, dict]:
     """A work folder and the environment (own lake, datasets and catalog) for ``mode``; with
-    ``kafka_port``, the lessons find this process's Kafka broker there."""
+    ``kafka_port`` and ``pg_port``, the lessons find this process's Kafka broker and
+    PostgreSQL there."""
     workdir = tmp_path_factory.mktemp(f"nb-{mode}")
     env = notebooks.ci_environment(workdir)
     if kafka_port is not None:
         env["LAKEHOUSE_KAFKA_PORT"] = str(kafka_port)
+    if pg_port is not None:
+        env["LAKEHOUSE_PG_PORT"] = str(pg_port)
     return workdir, env
 
 
@@ -65,6 +70,24 @@ def kafka_port(tmp_path_factory):
         return
     port = free_port_pair()
     with kafka.running(port, home=tmp_path_factory.mktemp("kafka")):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def pg_port(tmp_path_factory):
+    """A PostgreSQL for the lessons of this pytest process (each xdist worker has its own, on a
+    free port), so 01_bronze/05 extracts from a real database in both modes; None when the
+    machine has no PostgreSQL server programs (scripts/bootstrap installs them), and the
+    lesson then fails saying so."""
+    from lakehouse.services import free_port, postgres
+
+    try:
+        postgres.bin_dir()
+    except postgres.PostgresError:
+        yield None
+        return
+    port = free_port()
+    with postgres.running(port, home=tmp_path_factory.mktemp("postgres")):
         yield port
 
 

@@ -223,11 +223,7 @@ def test_spark_reads_the_topic_with_the_pinned_connector(broker):
 
 
 def _postgres_missing() -> str | None:
-    try:
-        postgres.bin_dir()
-    except postgres.PostgresError:
-        return "PostgreSQL's server programs are not installed: run scripts/bootstrap"
-    return None
+    return postgres.unavailable()
 
 
 needs_postgres = pytest.mark.skipif(

@@ -88,11 +88,7 @@ def test_an_unknown_day_is_refused():
 
 
 def _postgres_missing() -> str | None:
-    try:
-        postgres.bin_dir()
-    except postgres.PostgresError:
-        return "PostgreSQL's server programs are not installed: run scripts/bootstrap"
-    return None
+    return postgres.unavailable()
 
 
 @pytest.fixture(scope="module")

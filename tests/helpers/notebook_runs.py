@@ -81,9 +81,7 @@ def pg_port(tmp_path_factory):
     lesson then fails saying so."""
     from lakehouse.services import free_port, postgres
 
-    try:
-        postgres.bin_dir()
-    except postgres.PostgresError:
+    if postgres.unavailable():
         yield None
         return
     port = free_port()

@@ -112,25 +112,25 @@ def generate(ctx: Context) -> list[DatasetResult]:
     return [_products(ctx), *_orders(ctx)]
 
 
+def product_row(cat, i: int) -> list[str]:
+    """Product ``i`` of the catalog as the export writes it (and PostgreSQL's COPY reads it)."""
+    return [
+        cat.ids[i],
+        cat.name[i],
+        cat.category[i],
+        cat.subcategory[i],
+        cat.brand[i],
+        money(cat.price_cents[i]),
+        money(cat.cost_cents[i]),
+        "true" if cat.is_active[i] else "false",
+    ]
+
+
 def _products(ctx: Context) -> DatasetResult:
     result = DatasetResult(PRODUCTS)
     cat = ctx.catalog
     sink = TextSink(ctx.out_dir, PRODUCTS.path, header=list(PRODUCTS.column_names))
-    sink.write_csv(
-        [
-            [
-                cat.ids[i],
-                cat.name[i],
-                cat.category[i],
-                cat.subcategory[i],
-                cat.brand[i],
-                money(cat.price_cents[i]),
-                money(cat.cost_cents[i]),
-                "true" if cat.is_active[i] else "false",
-            ]
-            for i in range(cat.size)
-        ]
-    )
+    sink.write_csv([product_row(cat, i) for i in range(cat.size)])
     ctx.tick(cat.size)
     result.files.append(sink.close(result.log))
     return result

@@ -250,20 +250,7 @@ class SystemOfRecord:
         rng = self.rng("products", "updated_at")
         start = WINDOW_END_MS - 270 * DAY_MS
         updated = iso_ms(start + np.floor(rng.random(cat.size) * 260 * DAY_MS).astype("int64"))
-        return [
-            [
-                cat.ids[i],
-                cat.name[i],
-                cat.category[i],
-                cat.subcategory[i],
-                cat.brand[i],
-                money(cat.price_cents[i]),
-                money(cat.cost_cents[i]),
-                bool(cat.is_active[i]),
-                updated[i],
-            ]
-            for i in range(cat.size)
-        ]
+        return [[*ecommerce.product_row(cat, i), updated[i]] for i in range(cat.size)]
 
     # ---------------------------------------------------------------- day 2
 
@@ -315,7 +302,7 @@ class SystemOfRecord:
 
         # products: one repricing job at 06:00 (several rows, one instant), one new product
         products = day1["products"]
-        active = [i for i, r in enumerate(products) if r[7]]
+        active = [i for i, r in enumerate(products) if r[7] == "true"]
         repriced = rng.choice(active, size=max(3, len(products) // 10), replace=False)
         for i in sorted(repriced.tolist()):
             price = money(int(round(float(products[i][5]) * 105)))
@@ -324,7 +311,7 @@ class SystemOfRecord:
             )
         like = products[active[0]]
         new_product = [f"P{len(products) + 1:05d}", "Refill pack (new)", *like[2:5]]
-        new_product += [like[5], like[6], True, day2_time()]
+        new_product += [like[5], like[6], "true", day2_time()]
         insert["products"].append(new_product)
 
         # orders: new orders with lines; status moves; purged cancelled orders; the late commit

@@ -139,6 +139,15 @@ def bin_dir() -> Path:
     )
 
 
+def unavailable() -> str | None:
+    """Why this machine cannot run the course's server (its programs are missing), or None."""
+    try:
+        bin_dir()
+    except PostgresError:
+        return "PostgreSQL's server programs are not installed: run scripts/bootstrap"
+    return None
+
+
 def server_version() -> str:
     out = subprocess.run(
         [str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True, timeout=30

@@ -1,0 +1,1 @@
+"""Machine learning on the payments: features, training, evaluation and tracking."""

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ def configure(spark=None, *, experiment: str = EXPERIMENT, store: Store | None =
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # creating the SQLite store logs each schema migration: noise in a lesson
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     store = store or store_for(spark)
     if store.artifact_location is not None:
         Path(store.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(

@@ -34,7 +34,7 @@ AMOUNT = "amount_usd"  # what a missed fraud costs (see evaluation.CostModel)
 
 NUMERIC_FEATURES = (
     "log_amount_usd",
-    "amount_to_customer_mean",
+    "log_amount_to_customer_mean",
     "customer_has_history",
     "customer_payments_1h",
     "customer_payments_24h",
@@ -120,7 +120,7 @@ def fraud_label_times(spark: SparkSession, raw_root=None) -> DataFrame:
 def payment_features(payments_df: DataFrame) -> DataFrame:
     """Per payment, what was known when it arrived (``ingest_ts``), from the same customer's
     payments that arrived strictly before it: counts over 1 h / 24 h / 7 d, the mean amount,
-    the amount over that mean (1.0 without history), whether the country is new for the
+    the log of the amount over that mean (0 without history), whether the country is new for the
     customer; plus the local hour (the city's time zone), the log amount and the categories.
     Nothing here reads a later row, a label or an outcome of the decision."""
     arrival = F.unix_micros(F.col(ARRIVAL))
@@ -147,8 +147,9 @@ def payment_features(payments_df: DataFrame) -> DataFrame:
     ).withColumns(
         {
             "log_amount_usd": F.log1p(F.col(AMOUNT)),
-            "amount_to_customer_mean": F.coalesce(
-                F.col(AMOUNT) / F.col("customer_mean_usd"), F.lit(1.0)
+            # a log: the ratio spans 1/400 to 400, a linear model needs it symmetric
+            "log_amount_to_customer_mean": F.coalesce(
+                F.log(F.col(AMOUNT) / F.col("customer_mean_usd")), F.lit(0.0)
             ),
             **{name: F.col(name).cast("double") for name in counts},
         }

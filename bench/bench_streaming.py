@@ -329,24 +329,6 @@ class KafkaSource:
         kafka.delete_topic(self.topic, bootstrap_servers=servers)
         kafka.create_topic(self.topic, KAFKA_PARTITIONS, bootstrap_servers=servers)
         self.start: dict[int, int] = {}
-        self._wait_for_leaders()
-
-    def _wait_for_leaders(self, timeout: float = 30) -> None:
-        """A topic is created before each partition has a leader, and asking a partition
-        without one for its offsets fails (NOT_LEADER_FOR_PARTITION): wait until all answer."""
-        import confluent_kafka
-
-        from lakehouse.services import kafka
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                kafka.end_offsets(self.topic, bootstrap_servers=self.servers)
-                return
-            except (confluent_kafka.KafkaException, kafka.KafkaError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     @staticmethod
     def max_offsets(config) -> int:
@@ -612,17 +594,6 @@ def kafka_unavailable() -> str | None:
     return None
 
 
-def broker_port() -> int:
-    """A free port whose next port is free too: the broker's KRaft controller takes it."""
-    from lakehouse.services import free_port, port_taken
-
-    for _ in range(50):
-        port = free_port()
-        if not port_taken(port + 1):
-            return port
-    raise RuntimeError("no two consecutive free ports on loopback for the Kafka broker")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-streaming-")).resolve()
@@ -632,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("SPARK_REMOTE", None)
     from lakehouse import get_spark
     from lakehouse.course import prepare_datasets
-    from lakehouse.services import ServiceError, kafka
+    from lakehouse.services import ServiceError, free_port_pair, kafka
     from lakehouse.streaming import pipeline
 
     sources = list(args.sources)
@@ -643,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             if why is None:
                 home = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-kafka-"))
                 try:
-                    servers = stack.enter_context(kafka.running(broker_port(), home=home))
+                    port = free_port_pair()
+                    servers = stack.enter_context(kafka.running(port, home=home))
                 except ServiceError as exc:
                     why = str(exc).splitlines()[0]
             if why is not None:

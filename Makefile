@@ -43,7 +43,7 @@ help:
 	@echo "make expected   refresh nbval expected outputs in tests/expected/"
 	@echo "make lint       ruff check and format check"
 	@echo "make bench      delta-spark, embedded and plain parquet doing the same work (BENCH_ARGS=--rows N)"
-	@echo "make bench-streaming  events/s and latency of the payment stream, Delta vs parquet"
+	@echo "make bench-streaming  events/s and latency of the payment stream from files and Kafka, Delta vs parquet"
 	@echo "make kafka-start / kafka-stop   a local Kafka broker (127.0.0.1:19092, LAKEHOUSE_KAFKA_PORT)"
 	@echo "make pg-start / pg-stop         a local PostgreSQL (127.0.0.1:54329, LAKEHOUSE_PG_PORT)"
 	@echo "make pg-load    the shop's system of record into it (DAY=1, or 2 for the next day's changes)"

@@ -1,1 +1,42 @@
-"""Machine learning on the payments: features, training, evaluation and tracking."""
+"""Machine learning on the lakehouse: the names every ML lesson shares.
+
+The module's tables, lesson by lesson::
+
+    silver.payments + payments.chargebacks (raw CSV, label_available_ts)
+      -> ml.fraud_labels               one row per payment: is_fraud, when it is known   01
+      -> ml.payment_features           per payment, as known at its arrival (ingest_ts)  01
+      -> ml.customer_daily_features    per customer per day, available at the day's end  01
+      -> training sets                 labels + features joined as of prediction_ts      01
+      -> ml.customer_features_online   the latest value per customer (online lookup)     01
+
+    lakehouse.ml.features   feature and label tables, the point-in-time join, the checks
+
+Every feature row carries ``feature_ts``, the first moment its values may be used; a training
+set takes, for each label, the latest feature row with ``feature_ts <= prediction_ts``, never a
+newer one (:func:`lakehouse.ml.features.point_in_time_join`). On Databricks the same tables are
+time series feature tables (primary key plus a ``TIMESERIES`` key) for the Feature Engineering
+client's ``FeatureLookup(..., timestamp_lookup_key=...)``.
+"""
+
+from __future__ import annotations
+
+SCHEMA = "ml"
+
+FRAUD_LABELS = "ml.fraud_labels"
+PAYMENT_FEATURES = "ml.payment_features"
+CUSTOMER_DAILY_FEATURES = "ml.customer_daily_features"
+CUSTOMER_FEATURES_ONLINE = "ml.customer_features_online"
+FEATURE_TABLES = (FRAUD_LABELS, PAYMENT_FEATURES, CUSTOMER_DAILY_FEATURES, CUSTOMER_FEATURES_ONLINE)
+
+# The raw dataset the labels come from (written by lakehouse.datagen beside the payments).
+CHARGEBACKS_DATASET = "payments.chargebacks"
+
+__all__ = [
+    "CHARGEBACKS_DATASET",
+    "CUSTOMER_DAILY_FEATURES",
+    "CUSTOMER_FEATURES_ONLINE",
+    "FEATURE_TABLES",
+    "FRAUD_LABELS",
+    "PAYMENT_FEATURES",
+    "SCHEMA",
+]

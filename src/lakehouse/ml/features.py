@@ -767,9 +767,11 @@ def check_payment_features(
                 )
             elif counts[f"{c}:higher"]:
                 why = (
-                    "counts payments that arrived after the current one: order the window by "
-                    "the arrival time (unix_millis of ingest_ts, not event_ts: a late event "
-                    "arrives long after its event_ts) and end the frame before the current row"
+                    "counts payments outside the window before it: ones that arrived after the "
+                    "current one (order the window by the arrival time, unix_millis of "
+                    "ingest_ts, not event_ts: a late event arrives long after its event_ts), or "
+                    "earlier than the window (give the frame both bounds: "
+                    f"rangeBetween(-{seconds} * 1000, -1))"
                 )
             else:
                 why = (

@@ -405,18 +405,19 @@ def create_fact_table(spark: SparkSession, table: str) -> None:
     """Create (or replace) an empty fact table with its schema, column comments and table
     comment: the Databricks ``CREATE OR REPLACE TABLE gold.fact_x (... COMMENT ...)``. Load it
     with one append right after."""
-    from lakehouse.tables import DeltaTable
-
     if table not in SCHEMAS:
         raise ValueError(f"unknown fact table {table!r}: use one of {', '.join(SCHEMAS)}")
+    declare_table(spark, table, SCHEMAS[table], COMMENTS[table])
+
+
+def declare_table(spark: SparkSession, table: str, schema: StructType, comment: str) -> None:
+    """``CREATE OR REPLACE TABLE table (...) COMMENT comment``, empty, in its schema (created if
+    missing), with the column comments ``schema`` carries: what a Gold or ML table is declared
+    with before its one append."""
+    from lakehouse.tables import DeltaTable
+
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    (
-        DeltaTable.createOrReplace(spark)
-        .tableName(table)
-        .addColumns(SCHEMAS[table])
-        .comment(COMMENTS[table])
-        .execute()
-    )
+    DeltaTable.createOrReplace(spark).tableName(table).addColumns(schema).comment(comment).execute()
 
 
 def write_fact(spark: SparkSession, df: DataFrame, table: str) -> str:

@@ -49,14 +49,22 @@ from pyspark.sql.types import (
 from lakehouse.datagen import ML_DATASETS
 from lakehouse.datagen.payment_ops import MAX_DISPUTE_DAYS
 from lakehouse.gold import commented_field as _field
-from lakehouse.gold.facts import _show, check_grain, check_same_rows, require_columns, to_usd
+from lakehouse.gold.facts import (
+    _names,
+    _show,
+    check_grain,
+    check_same_rows,
+    conform,
+    declare_table,
+    require_columns,
+    to_usd,
+)
 from lakehouse.ml import (
     CHARGEBACKS_DATASET,
     CUSTOMER_DAILY_FEATURES,
     CUSTOMER_FEATURES_ONLINE,
     FRAUD_LABELS,
     PAYMENT_FEATURES,
-    SCHEMA,
 )
 
 # --------------------------------------------------------------------------- parameters
@@ -459,13 +467,6 @@ def with_category_risk(
     return transform
 
 
-def conform(schema: StructType):
-    """A transform selecting ``schema``'s columns in order, cast, with their comments."""
-    from lakehouse.gold.facts import conform as _conform
-
-    return _conform(schema)
-
-
 def payment_features(payments_df: DataFrame, labels_df: DataFrame) -> DataFrame:
     """``ml.payment_features``' rows: :func:`payment_base` with velocity, history flags and the
     category risk, in ``PAYMENT_FEATURES_SCHEMA``'s columns."""
@@ -528,10 +529,6 @@ def customer_daily_features(payments_df: DataFrame, labels_df: DataFrame) -> Dat
 
 
 # --------------------------------------------------------------------------- joins
-
-
-def _names(columns: str | Sequence[str]) -> list[str]:
-    return [columns] if isinstance(columns, str) else list(columns)
 
 
 def point_in_time_join(
@@ -623,18 +620,9 @@ def online_features(daily_df: DataFrame, as_of: datetime) -> DataFrame:
 
 def create_table(spark: SparkSession, table: str) -> None:
     """Create (or replace) ``table``, empty, with its column comments and table comment."""
-    from lakehouse.tables import DeltaTable
-
     if table not in SCHEMAS:
         raise ValueError(f"unknown ML table {table!r}: use one of {', '.join(SCHEMAS)}")
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    (
-        DeltaTable.createOrReplace(spark)
-        .tableName(table)
-        .addColumns(SCHEMAS[table])
-        .comment(COMMENTS[table])
-        .execute()
-    )
+    declare_table(spark, table, SCHEMAS[table], COMMENTS[table])
 
 
 def write_table(spark: SparkSession, df: DataFrame, table: str) -> str:

@@ -13,12 +13,27 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-# The solution notebooks take most of the suite's time: classic in one file, through Spark
-# Connect in another. Collected first, those two files are the first units of work that `make
-# test`'s two pytest-xdist workers take (--dist loadfile --no-loadscope-reorder), one each; the
-# other files go to whichever worker is free first.
-_LONGEST_FIRST = ("test_notebooks.py", "test_notebooks_connect.py")
+# Longest first, so the two pytest-xdist workers of `make test` (--dist loadfile
+# --no-loadscope-reorder take files in collected order) end together: the solution notebooks,
+# classic in one file and through Spark Connect in another, one per worker; then the files
+# that run whole Spark jobs, services and kill drills, longest first (from the CI log's slowest
+# tests); then every other file, in name order, filling the gaps at the end. A long file left
+# for last keeps one worker busy while the other idles.
+_LONGEST_FIRST = (
+    "test_notebooks.py",
+    "test_notebooks_connect.py",
+    "test_streaming_exactly_once.py",
+    "test_reliability.py",
+    "test_extract.py",
+    "test_ml_features.py",
+    "test_streaming_kafka.py",
+    "test_conformance.py",
+    "test_services.py",
+    "test_delta_spark_engine.py",
+    "test_system_of_record.py",
+)
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in _LONGEST_FIRST)
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -212,21 +212,25 @@ def _offsets(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) and value.startswith("{") else value
 
 
-def _offsets_behind(p: dict) -> int | None:
-    """Sum over the Kafka sources' partitions of latestOffset - endOffset (None without one)."""
-    behind = None
+def _lags(p: dict) -> dict[str, dict[int, int]]:
+    """Topic -> partition -> latestOffset - endOffset, over a progress's Kafka sources (the
+    offsets are JSON maps of topic to partition to offset; other sources have none)."""
+    lags: dict[str, dict[int, int]] = {}
     for source in p.get("sources") or []:
         latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
         if not (isinstance(latest, dict) and isinstance(end, dict)):
             continue
         for topic, partitions in latest.items():
-            if not isinstance(partitions, dict):
-                continue
-            done = end.get(topic) or {}
-            behind = (behind or 0) + sum(
-                int(o) - int(done.get(part, 0)) for part, o in partitions.items()
-            )
-    return behind
+            if isinstance(partitions, dict):
+                done = end.get(topic) or {}
+                lags[topic] = {int(q): int(o) - int(done.get(q, 0)) for q, o in partitions.items()}
+    return lags
+
+
+def _offsets_behind(p: dict) -> int | None:
+    """Sum over the Kafka sources' partitions of latestOffset - endOffset (None without one)."""
+    lags = _lags(p)
+    return sum(sum(per.values()) for per in lags.values()) if lags else None
 
 
 def _progresses_of(item: Any) -> list:
@@ -512,12 +516,7 @@ def kafka_lag(progress: Any, topic: str) -> dict[int, int] | None:
     source's ``latestOffset`` (what the broker had when the batch was planned) minus its
     ``endOffset`` (what the batch read up to). None when the progress has no Kafka source
     for ``topic``."""
-    for source in progress_dict(progress).get("sources") or []:
-        latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
-        if isinstance(latest, dict) and topic in latest and isinstance(end, dict):
-            done = end.get(topic) or {}
-            return {int(p): int(o) - int(done.get(p, 0)) for p, o in latest[topic].items()}
-    return None
+    return _lags(progress_dict(progress)).get(topic)
 
 
 INJECTED_FAILURE = "Injected failure"

@@ -257,6 +257,33 @@ def test_first_code_cell_must_be_parameters_and_a_check_cell_must_exist(tmp_path
     ]
 
 
+@pytest.mark.parametrize(
+    "source, used",
+    [
+        ("rdd = spark.sparkContext.parallelize([1, 2])", ".sparkContext"),
+        ("spark.range(3).rdd.map(lambda r: r.id).collect()", ".rdd"),
+        ("from pyspark import SparkContext", "SparkContext"),
+        ("%time\nspark._jvm.java.lang.System.gc()", "._jvm"),
+        ("n = spark.table('t')._jdf.count()", "._jdf"),
+    ],
+)
+def test_a_call_only_a_classic_session_has_is_a_problem(tmp_path, source, used):
+    nb = solution_notebook(code(source))
+    problems = find_problems(make_repo(tmp_path, nb))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("solutions/01_bronze/01_orders.ipynb: code cell 4, line ")
+    assert f"uses {used}, which Spark Connect" in problems[0]
+    assert "use the DataFrame or SQL API" in problems[0]
+
+
+def test_connect_safe_code_and_words_in_strings_are_not_problems(tmp_path):
+    nb = solution_notebook(
+        code('print("no sparkContext or .rdd here")  # nor .rdd in a comment\n'
+             "df = spark.range(3).toPandas()\n!echo rdd")
+    )  # fmt: skip
+    assert find_problems(make_repo(tmp_path, nb)) == []
+
+
 def test_a_repo_without_solutions_is_a_problem(tmp_path):
     assert find_problems(tmp_path) == [
         f"no solution notebooks found under {tmp_path / 'solutions'}"

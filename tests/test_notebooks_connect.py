@@ -1,7 +1,8 @@
-"""Every solution notebook runs headless at CI scale through Spark Connect, as it would through
+"""The solution notebooks run headless at CI scale through Spark Connect, as they would through
 Databricks Connect or on serverless: one local Spark Connect server on delta-spark for the
 whole run, each lesson executed with papermill as a client of it. Any failing cell fails; the
-marked outputs are compared in classic mode (tests/test_notebooks.py).
+marked outputs are compared in classic mode (tests/test_notebooks.py). Which lessons run here,
+and why not all of them: helpers/notebook_runs.py's CLASSIC_ONLY.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import sys
 
 import pytest
 from helpers.notebook_runs import (
+    CLASSIC_ONLY,
+    SOLUTIONS,
     cases,
     kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
+    lesson,
     mode_run,
     pg_port,  # noqa: F401 (a fixture)
     requires_java,
@@ -57,6 +61,18 @@ def test_connect_server_starts_serves_and_stops(tmp_path):
         assert result.stdout.strip().splitlines()[-1] == "3"
     assert not connect_server.port_open(port)
     assert "Spark Connect server started" in (tmp_path / f"connect-{port}.log").read_text()
+
+
+def test_classic_only_names_real_lessons_and_leaves_every_module_some_through_connect():
+    lessons = {lesson(nb) for nb in SOLUTIONS}
+    assert set(CLASSIC_ONLY) <= lessons, (
+        f"CLASSIC_ONLY names lessons that do not exist: {sorted(set(CLASSIC_ONLY) - lessons)}"
+    )
+    through_connect = lessons - set(CLASSIC_ONLY)
+    modules = {name.split("/")[0] for name in lessons}
+    assert modules == {name.split("/")[0] for name in through_connect}, (
+        "every module needs at least one lesson that runs through Connect"
+    )
 
 
 @pytest.mark.parametrize("solution", cases("connect"))

@@ -248,7 +248,8 @@ def no_alert_cost(y, amount, cost: CostModel = COSTS) -> float:
 class RulesBaseline:
     """The fraud rules of the streaming module (``lakehouse.streaming.pipeline.FRAUD_RULES``) as
     a scorer: the share of the three rules a payment hits (0, 1/3, 2/3 or 1), with the
-    module's constants. The customer average is the mean of the customer's earlier payments
+    module's constants. The customer average is the mean of the customer's payments of the 30
+    days before (``customer_mean_usd``, from ``ml.payment_features``' ``amount_to_mean_30d``)
     (the streaming profile uses the whole month, which a model could not know at the time),
     and the upstream ``fraud_score`` is left out, as from every model here (a leak in this
     data). It learns nothing: ``fit`` returns it unchanged.

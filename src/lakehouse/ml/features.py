@@ -633,6 +633,32 @@ def write_table(spark: SparkSession, df: DataFrame, table: str) -> str:
     return table
 
 
+def ensure_tables(spark: SparkSession, raw_root: str | Path) -> list[str]:
+    """Build each of lesson 01's tables that does not exist yet -- ``ml.fraud_labels``,
+    ``ml.payment_features``, ``ml.customer_daily_features`` -- from ``silver.payments`` (built
+    first when missing) and the chargebacks under ``raw_root``, as the lesson's solution does.
+    Tables that exist are left as they are. Returns the names built."""
+    from lakehouse import gold
+
+    wanted = (FRAUD_LABELS, PAYMENT_FEATURES, CUSTOMER_DAILY_FEATURES)
+    missing = [t for t in wanted if not spark.catalog.tableExists(t)]
+    if not missing:
+        return []
+    gold.ensure_silver_inputs(spark, ["silver.payments"], raw_root)
+    payments_df = spark.table("silver.payments")
+    if FRAUD_LABELS in missing:
+        write_table(
+            spark, fraud_labels(payments_df, read_chargebacks(spark, raw_root)), FRAUD_LABELS
+        )
+    labels_df = spark.table(FRAUD_LABELS)
+    if PAYMENT_FEATURES in missing:
+        write_table(spark, payment_features(payments_df, labels_df), PAYMENT_FEATURES)
+    if CUSTOMER_DAILY_FEATURES in missing:
+        daily_df = customer_daily_features(payments_df, labels_df)
+        write_table(spark, daily_df, CUSTOMER_DAILY_FEATURES)
+    return missing
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -1008,6 +1034,7 @@ __all__ = [
     "chargebacks_schema",
     "create_table",
     "customer_daily_features",
+    "ensure_tables",
     "expected_point_in_time",
     "fraud_labels",
     "latest_per_key",

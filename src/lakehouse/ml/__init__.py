@@ -9,7 +9,12 @@ The module's tables, lesson by lesson::
       -> training sets                 labels + features joined as of prediction_ts      01
       -> ml.customer_features_online   the latest value per customer (online lookup)     01
 
+    ml.fraud_holdout                 the payments from T2 with frozen labels, written once,
+                                     read VERSION AS OF by every model comparison         04
+
     lakehouse.ml.features   feature and label tables, the point-in-time join, the checks
+    lakehouse.ml.registry   registered versions and aliases (@champion, @challenger,
+                            @previous), the frozen holdout, the promotion gate, rollback
 
 Every feature row carries ``feature_ts``, the first moment its values may be used; a training
 set takes, for each label, the latest feature row with ``feature_ts <= prediction_ts``, never a
@@ -28,6 +33,9 @@ CUSTOMER_DAILY_FEATURES = "ml.customer_daily_features"
 CUSTOMER_FEATURES_ONLINE = "ml.customer_features_online"
 FEATURE_TABLES = (FRAUD_LABELS, PAYMENT_FEATURES, CUSTOMER_DAILY_FEATURES, CUSTOMER_FEATURES_ONLINE)
 
+# The holdout every champion/challenger comparison reads at one version (lakehouse.ml.registry).
+FRAUD_HOLDOUT = "ml.fraud_holdout"
+
 # The raw dataset the labels come from (written by lakehouse.datagen beside the payments).
 CHARGEBACKS_DATASET = "payments.chargebacks"
 
@@ -36,6 +44,7 @@ __all__ = [
     "CUSTOMER_DAILY_FEATURES",
     "CUSTOMER_FEATURES_ONLINE",
     "FEATURE_TABLES",
+    "FRAUD_HOLDOUT",
     "FRAUD_LABELS",
     "PAYMENT_FEATURES",
     "SCHEMA",

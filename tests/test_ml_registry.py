@@ -294,7 +294,7 @@ def test_the_latency_is_measured_per_row_in_batches(frame):
     slow = registry.measure_latency(
         ScoreColumn("weak", delay_s=0.02), frame, batch_rows=200, batches=5
     )
-    assert fast < 0.05 < slow  # 20 ms per batch of 200: at least 0.1 ms a row
+    assert slow >= 0.1 > fast  # a 20 ms pause per batch of 200 rows: at least 0.1 ms a row
     with pytest.raises(ValueError, match="empty"):
         registry.measure_latency(ScoreColumn("weak"), frame.iloc[:0])
 

@@ -201,7 +201,7 @@ def freeze_holdout(spark, holdout_df, table: str = HOLDOUT_TABLE) -> int:
     that version, so a rerun, a new challenger or a late label never changes its rows."""
     if not table_exists(spark, table):
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-        holdout_df.write.format("delta").mode("errorifexists").saveAsTable(table)
+        holdout_df.write.format("delta").mode("error").saveAsTable(table)
     history = spark.sql(f"DESCRIBE HISTORY {table}").select("version").collect()
     return int(min(row["version"] for row in history))
 

@@ -482,6 +482,7 @@ def test_gate_promote_refuse_and_roll_back_through_the_registry(registered, exam
     tags = registry.version_tags(name, v2)
     assert tags[registry.REPLACED_TAG] == str(v1)
     assert tags[registry.GATE_TAG].startswith("PROMOTE")
+    assert tags[registry.HOLDOUT_TAG] == "ml.fraud_holdout@v0"
     assert "follows" in registry.check_serving_uri(registry.model_uri(name, "champion"), name)
     assert "version 2 is @champion, version 1 is @previous" in registry.check_promotion(
         name, better, v2, v1

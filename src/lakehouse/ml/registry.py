@@ -436,6 +436,7 @@ class GateResult:
     checks: tuple[Check, ...]
     figures: dict = field(default_factory=dict, repr=False)
     interval: Interval | None = None
+    holdout: str | None = None  # the frozen holdout both were scored on (``table@vN``)
     slices: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -666,6 +667,7 @@ def gate(
     return GateResult(
         *names,
         tuple(checks),
+        holdout=champion.source,
         figures={champion.model: old, challenger.model: new},
         interval=interval,
         slices=slices,
@@ -721,11 +723,14 @@ def _gate_tag(result: GateResult) -> str:
 def promote(name: str, version: int, result: GateResult) -> int | None:
     """Make ``version`` the champion of ``name`` if ``result`` passed: the current champion
     (if any) gets ``@previous`` and is recorded on the new one (:data:`REPLACED_TAG`), the
-    verdict is tagged (:data:`GATE_TAG`), ``@challenger`` is removed if it pointed at
+    verdict and the holdout it was reached on are tagged (:data:`GATE_TAG`,
+    :data:`HOLDOUT_TAG`), ``@challenger`` is removed if it pointed at
     ``version``. Raises :class:`PromotionRefused` with the gate's reasons otherwise (the
     verdict is still tagged on the version). Returns the replaced champion's version."""
     client = _client()
     client.set_model_version_tag(name, str(version), GATE_TAG, _gate_tag(result))
+    if result.holdout is not None:
+        client.set_model_version_tag(name, str(version), HOLDOUT_TAG, result.holdout)
     if not result.passed:
         raise PromotionRefused(
             f"{name} version {version} stays a challenger: " + "; ".join(result.reasons)

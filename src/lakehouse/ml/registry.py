@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -478,7 +479,11 @@ def signature_mismatches(signature, frame: pd.DataFrame) -> list[str]:
 
     if signature is None or signature.inputs is None:
         return ["the model has no signature: log it with infer_signature(X_train, ...)"]
-    got = {spec.name: spec.type.name for spec in infer_signature(frame).inputs.inputs}
+    with warnings.catch_warnings():
+        # MLflow's hint about integer columns and missing values: types are all we compare
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        inferred = infer_signature(frame).inputs.inputs
+    got = {spec.name: spec.type.name for spec in inferred}
     problems = []
     for spec in signature.inputs.inputs:
         want = spec.type.name if hasattr(spec.type, "name") else str(spec.type)

@@ -9,10 +9,17 @@ The module's tables, lesson by lesson::
       -> training sets                 labels + features joined as of prediction_ts      01
       -> ml.customer_features_online   the latest value per customer (online lookup)     01
 
+    payments.attempts + payments.transactions (raw Parquet and JSON)
+      -> ml.approval_examples          each payment's first attempt and its context       03
+      -> ml.retry_examples             each retried decline: code, wait, retry approved?  03
+    ml.fraud_training_set (lesson 02, from the tables of 01)
+      -> ml.risk_examples              lesson 02's fraud examples, for the risk tiers     03
+
     ml.fraud_holdout                 the payments from T2 with frozen labels, written once,
                                      read VERSION AS OF by every model comparison         04
 
     lakehouse.ml.features   feature and label tables, the point-in-time join, the checks
+    lakehouse.ml.payment_models  approval, risk tier, routing and retry in Spark ML, time folds
     lakehouse.ml.registry   registered versions and aliases (@champion, @challenger,
                             @previous), the frozen holdout, the promotion gate, rollback
 
@@ -31,6 +38,9 @@ FRAUD_LABELS = "ml.fraud_labels"
 PAYMENT_FEATURES = "ml.payment_features"
 CUSTOMER_DAILY_FEATURES = "ml.customer_daily_features"
 CUSTOMER_FEATURES_ONLINE = "ml.customer_features_online"
+APPROVAL_EXAMPLES = "ml.approval_examples"
+RETRY_EXAMPLES = "ml.retry_examples"
+RISK_EXAMPLES = "ml.risk_examples"
 FEATURE_TABLES = (FRAUD_LABELS, PAYMENT_FEATURES, CUSTOMER_DAILY_FEATURES, CUSTOMER_FEATURES_ONLINE)
 
 # The holdout every champion/challenger comparison reads at one version (lakehouse.ml.registry).
@@ -40,6 +50,9 @@ FRAUD_HOLDOUT = "ml.fraud_holdout"
 CHARGEBACKS_DATASET = "payments.chargebacks"
 
 __all__ = [
+    "APPROVAL_EXAMPLES",
+    "RETRY_EXAMPLES",
+    "RISK_EXAMPLES",
     "CHARGEBACKS_DATASET",
     "CUSTOMER_DAILY_FEATURES",
     "CUSTOMER_FEATURES_ONLINE",

@@ -319,15 +319,20 @@ def test_recency_rule_is_the_rule_as_stated():
 
 
 def test_evaluate_and_segments():
+    from lakehouse.ml import evaluation as ev
+
     frame = pd.DataFrame(
         {"segment": list("ababababab"), "churned": Y, churn.VALUE: VALUE}, index=range(10, 20)
     )
-    figures = churn.evaluate(Y, SCORE, VALUE, threshold=0.8, costs=COSTS)
-    assert figures["offers"] == 4 and figures["expected_profit_usd"] == pytest.approx(55.0)
-    assert figures["precision"] == 0.75 and figures["recall"] == 0.75
-    per = churn.segment_metrics(frame, SCORE, threshold=0.8, costs=COSTS)
-    assert per["rows"].tolist() == [5, 5]
-    assert per["expected_profit_usd"].sum() == pytest.approx(55.0)
+    # value at risk: 475, 45, 765, 320, 70, 60, 55, 45, 30, 10 -> from 300: rows 0, 2 and 3
+    assert churn.value_at_risk(SCORE, VALUE)[3] == pytest.approx(320.0)
+    figures = churn.evaluate(Y, SCORE, VALUE, threshold=300.0, costs=COSTS)
+    assert figures["offers"] == 3 and figures["expected_profit_usd"] == pytest.approx(60.0)
+    assert figures["precision"] == pytest.approx(2 / 3) and figures["recall"] == 0.5
+    assert figures["pr_auc"] == pytest.approx(ev.pr_auc(Y, SCORE))
+    per = churn.segment_metrics(frame, SCORE, threshold=300.0, costs=COSTS)
+    assert per["rows"].tolist() == [5, 5] and per["offers"].tolist() == [2, 1]
+    assert per["expected_profit_usd"].sum() == pytest.approx(60.0)
 
 
 # --------------------------------------------------------------------------- the model card
@@ -433,10 +438,16 @@ def test_churn_examples_match_the_pandas_definition(spark):
     )
     sk = {"C1": 11, "C2": 2, "C3": 3, "C4": 4, "C5": 5}
     sales = [
-        (o.order_id, sk[o.customer_id], datetime.combine(o.order_date, datetime.min.time()),
-         "delivered" if o.is_revenue else "cancelled", Decimal("40"))
+        (
+            o.order_id,
+            sk[o.customer_id],
+            datetime.combine(o.order_date, datetime.min.time()),
+            "delivered" if o.is_revenue else "cancelled",
+            Decimal("40"),
+        )
         for o in orders.itertuples()
-    ] + [("C1-0", 11, datetime(2026, 1, 7, 9), "delivered", Decimal("60"))]  # a second line  # fmt: skip
+    ]
+    sales.append(("C1-0", 11, datetime(2026, 1, 7, 9), "delivered", Decimal("60")))  # 2nd line
     sales_df = spark.createDataFrame(
         sales, "order_id string, customer_sk long, order_ts timestamp, status string, "
         "net_amount_usd decimal(12,2)",

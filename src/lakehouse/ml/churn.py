@@ -460,9 +460,9 @@ class OfferCosts:
     The defaults are round, plausible figures; a team sets them with its marketing. Every
     profit the lesson prints depends on them."""
 
-    offer_cost_usd: float = 10.0
+    offer_cost_usd: float = 30.0
     acceptance_rate: float = 0.3
-    margin_rate: float = 0.3
+    margin_rate: float = 0.2
 
     def per_customer(self, y, targeted, value) -> np.ndarray:
         y, targeted = np.asarray(y).astype(bool), np.asarray(targeted).astype(bool)
@@ -474,15 +474,25 @@ class OfferCosts:
 OFFER = OfferCosts()
 
 
-def expected_profit(y, score, value, threshold: float, costs: OfferCosts = OFFER) -> float:
-    """Total profit in USD of an offer to the customers with ``score >= threshold``."""
-    return float(costs.per_customer(y, np.asarray(score) >= threshold, value).sum())
+def value_at_risk(score, value) -> np.ndarray:
+    """What the customers are ranked by for an offer: the churn score times the value an offer
+    can save (``revenue_90d_usd``), in USD. A likely churner worth little ranks below a less
+    likely one worth much: the offer's profit depends on both. Only the order matters, so a
+    class-weighted (uncalibrated) score works, with a threshold chosen on the same scores."""
+    return np.asarray(score, dtype="float64") * np.asarray(value, dtype="float64")
 
 
-def profit_curve(y, score, value, costs: OfferCosts = OFFER) -> pd.DataFrame:
-    """Expected profit, customers targeted, precision and recall at every threshold that
-    changes a decision (each distinct score, and +inf: target nobody), by decreasing
-    threshold, so ``targeted`` grows: the top-k view of the same curve."""
+def expected_profit(y, priority, value, threshold: float, costs: OfferCosts = OFFER) -> float:
+    """Total profit in USD of an offer to the customers with ``priority >= threshold``
+    (``priority``: :func:`value_at_risk`, or any score customers are ranked by)."""
+    return float(costs.per_customer(y, np.asarray(priority) >= threshold, value).sum())
+
+
+def profit_curve(y, priority, value, costs: OfferCosts = OFFER) -> pd.DataFrame:
+    """Expected profit, customers targeted, precision and recall at every threshold on
+    ``priority`` that changes a decision (each distinct value, and +inf: target nobody), by
+    decreasing threshold, so ``targeted`` grows: the top-k view of the same curve."""
+    score = priority
     y = np.asarray(y).astype(bool)
     score, value = np.asarray(score, dtype="float64"), np.asarray(value, dtype="float64")
     order = np.argsort(-score, kind="stable")
@@ -503,21 +513,21 @@ def profit_curve(y, score, value, costs: OfferCosts = OFFER) -> pd.DataFrame:
     )
 
 
-def choose_offer_threshold(y, score, value, costs: OfferCosts = OFFER) -> float:
-    """The threshold of the largest expected profit (the highest one on a tie: fewer offers);
-    +inf when no offer pays."""
-    curve = profit_curve(y, score, value, costs)
+def choose_offer_threshold(y, priority, value, costs: OfferCosts = OFFER) -> float:
+    """The threshold on ``priority`` of the largest expected profit (the highest one on a tie:
+    fewer offers); +inf when no offer pays."""
+    curve = profit_curve(y, priority, value, costs)
     best = curve["expected_profit_usd"].max()
     return float(curve.loc[curve["expected_profit_usd"] >= best - 1e-9, "threshold"].max())
 
 
 def check_offer_threshold(
-    threshold: float, y, score, value, *, costs: OfferCosts = OFFER, tolerance_usd: float = 0.01
+    threshold: float, y, priority, value, *, costs: OfferCosts = OFFER, tolerance_usd: float = 0.01
 ) -> str:
-    """Assert that ``threshold`` has the largest expected profit on ``(y, score, value)``
+    """Assert that ``threshold`` has the largest expected profit on ``(y, priority, value)``
     (within ``tolerance_usd``); the message names the usual wrong choices (0.5, the best F1,
     the best accuracy, everyone). Returns a one-line summary."""
-    y, score = np.asarray(y), np.asarray(score, dtype="float64")
+    y, score = np.asarray(y), np.asarray(priority, dtype="float64")
     assert isinstance(threshold, int | float | np.number) and not np.isnan(threshold), (
         f"threshold must be a number, got {threshold!r}"
     )
@@ -535,7 +545,7 @@ def check_offer_threshold(
         why = "that threshold maximizes F1, which prices a wasted offer like a lost customer"
     elif np.isclose(threshold, ev._best_by(y, score, "accuracy")):
         why = "that threshold maximizes accuracy, which knows neither offers nor customer values"
-    elif targeted == len(score):
+    elif targeted == len(score) and len(score):
         why = "an offer to everyone pays for every customer who would have stayed anyway"
     else:
         why = "it is not the most profitable"
@@ -574,17 +584,19 @@ class RecencyRule:
 
 
 def evaluate(y, score, value, *, threshold: float, costs: OfferCosts = OFFER) -> dict[str, float]:
-    """The figures of one scorer on one period: ``pr_auc``, ``roc_auc``, and at ``threshold``
-    the ``expected_profit_usd``, ``offers``, ``precision``, ``recall`` and the profit of
-    an offer to everyone (``profit_all_usd``), to compare with."""
+    """The figures of one scorer on one period: ``pr_auc`` and ``roc_auc`` of its churn
+    ``score``, and with offers to the customers whose :func:`value_at_risk` reaches
+    ``threshold``: the ``expected_profit_usd``, ``offers``, their ``precision`` and
+    ``recall``, and the profit of an offer to everyone (``profit_all_usd``), to compare with."""
     y = np.asarray(y).astype("int64")
     score = np.asarray(score, dtype="float64")
-    targeted = score >= threshold
+    priority = value_at_risk(score, value)
+    targeted = priority >= threshold
     hits = int((targeted & (y == 1)).sum())
     return {
         "pr_auc": ev.pr_auc(y, score),
         "roc_auc": ev.roc_auc(y, score),
-        "expected_profit_usd": expected_profit(y, score, value, threshold, costs),
+        "expected_profit_usd": expected_profit(y, priority, value, threshold, costs),
         "offers": int(targeted.sum()),
         "precision": hits / targeted.sum() if targeted.any() else float("nan"),
         "recall": hits / y.sum() if y.any() else float("nan"),
@@ -803,8 +815,12 @@ def log_model_card(run_id: str, path: Path) -> str:
 
 def check_model_card_logged(run_id: str, path: Path) -> str:
     """Assert that run ``run_id`` holds the card at ``path`` as an artifact, byte for byte."""
+    import os
+
     import mlflow
 
+    # the download's progress bar is a widget: noise in a notebook's output
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     artifact = f"model_card/{Path(path).name}"
     names = [f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "model_card")]
     assert artifact in names, (
@@ -860,5 +876,6 @@ __all__ = [
     "segment_metrics",
     "time_split",
     "to_pandas_bounded",
+    "value_at_risk",
     "write_model_card",
 ]

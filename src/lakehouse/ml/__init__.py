@@ -23,6 +23,13 @@ The module's tables, lesson by lesson::
     lakehouse.ml.registry   registered versions and aliases (@champion, @challenger,
                             @previous), the frozen holdout, the promotion gate, rollback
 
+    gold.fact_sales, gold.dim_customer, silver.web_sessions, silver.support_tickets
+      -> ml.churn_training_set         per customer and weekly observation date          05
+                                       (features before it, label from the 21 days after)
+
+    lakehouse.ml.churn      weekly observation dates, the time split with a gap of the
+                            horizon, the retention offer's profit, the model card
+
 Every feature row carries ``feature_ts``, the first moment its values may be used; a training
 set takes, for each label, the latest feature row with ``feature_ts <= prediction_ts``, never a
 newer one (:func:`lakehouse.ml.features.point_in_time_join`). On Databricks the same tables are
@@ -42,6 +49,7 @@ APPROVAL_EXAMPLES = "ml.approval_examples"
 RETRY_EXAMPLES = "ml.retry_examples"
 RISK_EXAMPLES = "ml.risk_examples"
 FEATURE_TABLES = (FRAUD_LABELS, PAYMENT_FEATURES, CUSTOMER_DAILY_FEATURES, CUSTOMER_FEATURES_ONLINE)
+CHURN_TRAINING_SET = "ml.churn_training_set"
 
 # The holdout every champion/challenger comparison reads at one version (lakehouse.ml.registry).
 FRAUD_HOLDOUT = "ml.fraud_holdout"
@@ -54,6 +62,7 @@ __all__ = [
     "RETRY_EXAMPLES",
     "RISK_EXAMPLES",
     "CHARGEBACKS_DATASET",
+    "CHURN_TRAINING_SET",
     "CUSTOMER_DAILY_FEATURES",
     "CUSTOMER_FEATURES_ONLINE",
     "FEATURE_TABLES",

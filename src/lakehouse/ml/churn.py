@@ -47,9 +47,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.gold import analytics
+from lakehouse.ml import CHURN_TRAINING_SET
 from lakehouse.ml import evaluation as ev
 
-EXAMPLES_TABLE = "ml.churn_training_set"
+EXAMPLES_TABLE = CHURN_TRAINING_SET
 MODEL_CARDS_FOLDER = "_model_cards"  # in the catalog's folder of the lake, beside _mlflow
 EXPERIMENT = "churn"
 

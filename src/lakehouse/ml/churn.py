@@ -270,14 +270,11 @@ def churn_examples(
     latest_first = Window.partitionBy(CUSTOMER, DATE).orderBy(
         in_force.desc(), F.when(in_force, start).desc_nulls_last(), start.asc()
     )
+    # paired with the dates directly (not with order_stats' keys): the orders are aggregated once
     profiles = (
-        order_stats.select(CUSTOMER, DATE)
-        .join(
-            dim_customer_df.where(F.col(CUSTOMER).isNotNull()).select(
-                CUSTOMER, "effective_start_date", SEGMENT, "country", "signup_date"
-            ),
-            CUSTOMER,
-        )
+        dim_customer_df.where(F.col(CUSTOMER).isNotNull())
+        .select(CUSTOMER, "effective_start_date", SEGMENT, "country", "signup_date")
+        .crossJoin(when)
         .withColumn("_rank", F.row_number().over(latest_first))
         .where("_rank = 1")
         .drop("_rank", "effective_start_date")

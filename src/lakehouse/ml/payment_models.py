@@ -50,6 +50,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.datagen import payment_ops as ops
+from lakehouse.gold.facts import to_usd
 from lakehouse.ml import features as ml_features
 from lakehouse.ml import training
 from lakehouse.streaming import pipeline as stream
@@ -104,17 +105,21 @@ def _region(country: Column) -> Column:
 def payment_context(spark: SparkSession, raw_root=None) -> DataFrame:
     """Per payment, what is known before its first authorization request: card network,
     region of the country, merchant category, channel, amount (USD and its log) and the local
-    hour. Nothing about how the payment ended (status, decline_reason, fraud_score, is_fraud)."""
-    payments_df = training.read_payments(spark, raw_root)
-    return payments_df.select(
+    hour. Nothing about how the payment ended (status, decline_reason, fraud_score, is_fraud).
+    From ``silver.payments``, built first when it does not exist."""
+    from lakehouse import gold
+
+    gold.ensure_silver_inputs(spark, ["silver.payments"], training._raw_root(spark, raw_root))
+    amount_usd = to_usd("amount", "currency").cast("double")
+    return spark.table("silver.payments").select(
         "transaction_id",
         "card_network",
         "country",
         _region(F.col("country")).alias("region"),
         "merchant_category",
         "channel",
-        F.col("amount_usd").cast("double").alias("amount_usd"),
-        F.log1p(F.col("amount_usd").cast("double")).alias("log_amount_usd"),
+        amount_usd.alias("amount_usd"),
+        F.log1p(amount_usd).alias("log_amount_usd"),
         F.hour(stream.local_time("event_ts", "city")).cast("double").alias("local_hour"),
     )
 

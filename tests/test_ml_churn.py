@@ -304,7 +304,7 @@ def test_check_offer_threshold_catches_f1_and_accuracy():
     score = np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1)
     value = np.where(rng.random(400) < 0.1, 2_000.0, 20.0)
     for how, why in (("f1", "maximizes F1"), ("accuracy", "maximizes accuracy")):
-        threshold = ev._best_by(y, score, how)
+        threshold = ev.best_threshold_by(y, score, how)
         with pytest.raises(AssertionError, match=why):
             churn.check_offer_threshold(threshold, y, score, value)
 

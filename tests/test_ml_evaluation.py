@@ -226,7 +226,7 @@ def test_threshold_half_is_caught(payments):
 def test_a_threshold_chosen_by_f1_or_accuracy_is_caught(payments):
     _, test = SPLIT.apply(payments)
     y, s, a = test["label"], test["score"], test["amount_usd"]
-    by_f1, by_accuracy = ev._best_by(y, s, "f1"), ev._best_by(y, s, "accuracy")
+    by_f1, by_accuracy = ev.best_threshold_by(y, s, "f1"), ev.best_threshold_by(y, s, "accuracy")
     assert by_f1 != ev.choose_threshold(y, s, a)
     with pytest.raises(AssertionError, match="maximizes F1"):
         ev.check_threshold(by_f1, y, s, a)
@@ -237,7 +237,7 @@ def test_a_threshold_chosen_by_f1_or_accuracy_is_caught(payments):
 def test_accuracy_prefers_flagging_nothing_on_a_rare_class():
     y = np.array([0] * 98 + [1] * 2)
     score = np.r_[np.linspace(0, 0.5, 98), [0.35, 0.45]]
-    assert ev._best_by(y, score, "accuracy") == np.inf
+    assert ev.best_threshold_by(y, score, "accuracy") == np.inf
     with pytest.raises(AssertionError, match="maximizes accuracy"):
         ev.check_threshold(np.inf, y, score, np.full(100, 1_000.0))
 
@@ -270,3 +270,99 @@ def test_rules_baseline_scores_the_share_of_streaming_rules_hit():
     )
     with pytest.raises(ValueError, match="local_hour"):
         ev.RulesBaseline().predict_proba(X.drop(columns="local_hour"))
+
+
+# --------------------------------------------------------------------------- the models task
+
+FEATURES = ["amount", "hour", "channel"]
+
+
+@pytest.fixture(scope="module")
+def examples() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 400
+    label = (rng.random(n) < 0.05).astype(int)
+    return pd.DataFrame(
+        {
+            "amount": rng.lognormal(3, 1, n) * (1 + 3 * label),
+            "hour": rng.integers(0, 24, n).astype(float),
+            "channel": rng.choice(["online", "pos"], n),
+            "status": np.where(label == 1, "declined", "approved"),  # an outcome: a leak
+            "label": label,
+        }
+    )
+
+
+def fitted(examples, columns=FEATURES, *, forest=False, class_weight="balanced", **kw):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    categorical = [c for c in columns if examples[c].dtype == object]
+    numeric = [c for c in columns if c not in categorical]
+    if forest:
+        kw = {"n_estimators": 20, "max_depth": 4, **kw}
+        model = RandomForestClassifier(class_weight=class_weight, random_state=0, **kw)
+    else:
+        model = LogisticRegression(class_weight=class_weight, max_iter=500)
+    prep = ColumnTransformer(
+        [
+            ("n", StandardScaler(), numeric),
+            ("c", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    return Pipeline([("features", prep), ("model", model)]).fit(
+        examples[list(columns)], examples["label"]
+    )
+
+
+def models(examples, **forest_kw):
+    return {
+        "logistic_regression": fitted(examples),
+        "random_forest": fitted(examples, forest=True, **forest_kw),
+    }
+
+
+def check(examples, chosen):
+    return ev.check_models(chosen, FEATURES, examples, leaky=["status"])
+
+
+def test_check_models_accepts_both_models_in_any_column_order(examples):
+    assert check(examples, models(examples)).startswith("2 fitted models with class weights")
+    reordered = {**models(examples), "random_forest": fitted(examples, FEATURES[::-1], forest=True)}
+    check(examples, reordered)
+
+
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        ("only one model", "build exactly 'logistic_regression', 'random_forest'"),
+        ("fitted on an array", "not fitted on a DataFrame"),
+        ("the outcome as a feature", "fitted on ['status']: outcomes of the decision"),
+        ("a feature left out", "missing ['hour']"),
+        ("no class weights", "has no class_weight"),
+        ("an unbounded forest", "is unbounded"),
+    ],
+)
+def test_check_models_names_the_fix_for_each_classic_mistake(examples, mistake, message):
+    from sklearn.linear_model import LogisticRegression
+
+    chosen = models(examples)
+    if mistake == "only one model":
+        chosen.pop("random_forest")
+    elif mistake == "fitted on an array":
+        chosen["logistic_regression"] = LogisticRegression(class_weight="balanced").fit(
+            examples[["amount", "hour"]].to_numpy(), examples["label"]
+        )
+    elif mistake == "the outcome as a feature":
+        chosen["random_forest"] = fitted(examples, [*FEATURES, "status"], forest=True)
+    elif mistake == "a feature left out":
+        chosen["logistic_regression"] = fitted(examples, ["amount", "channel"])
+    elif mistake == "no class weights":
+        chosen["logistic_regression"] = fitted(examples, class_weight=None)
+    elif mistake == "an unbounded forest":
+        chosen["random_forest"] = fitted(examples, forest=True, max_depth=None)
+    with pytest.raises(AssertionError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check(examples, chosen)

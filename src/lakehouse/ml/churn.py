@@ -539,9 +539,9 @@ def check_offer_threshold(
         )
     if np.isclose(threshold, 0.5):
         why = "0.5 is predict()'s default; class weights moved every probability"
-    elif np.isclose(threshold, ev._best_by(y, score, "f1")):
+    elif np.isclose(threshold, ev.best_threshold_by(y, score, "f1")):
         why = "that threshold maximizes F1, which prices a wasted offer like a lost customer"
-    elif np.isclose(threshold, ev._best_by(y, score, "accuracy")):
+    elif np.isclose(threshold, ev.best_threshold_by(y, score, "accuracy")):
         why = "that threshold maximizes accuracy, which knows neither offers nor customer values"
     elif targeted == len(score) and len(score):
         why = "an offer to everyone pays for every customer who would have stayed anyway"

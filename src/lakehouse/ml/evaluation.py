@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -356,7 +356,7 @@ def check_time_split(
     )
 
 
-def _best_by(y, score, how: str) -> float:
+def best_threshold_by(y, score, how: str) -> float:
     """The threshold a cost-blind criterion (``"f1"`` or ``"accuracy"``) would choose, for the
     checks' messages; +inf means flagging nothing."""
     y = np.asarray(y).astype(bool)
@@ -388,9 +388,9 @@ def check_threshold(
         return f"threshold {threshold:.4f}: expected cost {got:,.2f} USD, the least possible"
     if np.isclose(threshold, 0.5):
         why = "0.5 is the default of predict(), meaningless for a rare class and class weights"
-    elif np.isclose(threshold, _best_by(y, score, "f1")):
+    elif np.isclose(threshold, best_threshold_by(y, score, "f1")):
         why = "that threshold maximizes F1, which prices a missed fraud like a false alarm"
-    elif threshold == _best_by(y, score, "accuracy"):
+    elif threshold == best_threshold_by(y, score, "accuracy"):
         why = "that threshold maximizes accuracy, which on a rare class rewards flagging nothing"
     else:
         why = "it is not the cheapest"
@@ -398,6 +398,69 @@ def check_threshold(
         f"threshold {threshold:.4f} costs {got:,.2f} USD, but {best_t:.4f} costs {best:,.2f} USD: "
         f"{why}. Choose the threshold of least expected cost (evaluation.choose_threshold)"
     )
+
+
+def check_models(
+    models: Mapping[str, object],
+    features: Sequence[str],
+    X: pd.DataFrame,
+    *,
+    names: Sequence[str] = ("logistic_regression", "random_forest"),
+    leaky: Sequence[str] = (),
+    max_depth: int = 8,
+    max_trees: int = 300,
+) -> str:
+    """Assert that ``models`` holds a fitted scikit-learn model per name of ``names``, each
+    fitted on exactly the columns ``features`` (in any order; none of ``leaky``), weighting the
+    classes (a ``class_weight`` parameter set anywhere in it) and giving probabilities in
+    [0, 1] on ``X``; that any forest is bounded (``max_depth``, ``max_trees``). Returns a
+    one-line summary."""
+    missing = sorted(set(names) - set(models))
+    extra = sorted(set(models) - set(names))
+    assert not missing and not extra, (
+        f"models has {sorted(models)}: build exactly {', '.join(map(repr, names))}"
+    )
+    wanted = set(features)
+    for name in names:
+        model = models[name]
+        seen = getattr(model, "feature_names_in_", None)
+        assert seen is not None, (
+            f"{name} is not fitted on a DataFrame: fit it on fit_pdf[FEATURES] (a frame, so the "
+            "model knows its columns by name)"
+        )
+        seen = set(seen)
+        leaked = sorted(seen & set(leaky))
+        assert not leaked, (
+            f"{name} was fitted on {leaked}: outcomes of the decision or the label itself, "
+            "unknown when the payment is scored. Fit on fit_pdf[FEATURES] only"
+        )
+        assert seen == wanted, (
+            f"{name} was fitted on {len(seen)} columns; FEATURES has {len(wanted)}"
+            + (f"; missing {sorted(wanted - seen)}" if wanted - seen else "")
+            + (f"; not features {sorted(seen - wanted)}" if seen - wanted else "")
+            + ": fit on fit_pdf[FEATURES]"
+        )
+        params = model.get_params() if hasattr(model, "get_params") else {}
+        weights = [v for k, v in params.items() if k.endswith("class_weight")]
+        assert any(w is not None for w in weights), (
+            f"{name} has no class_weight: with about 1.5% fraud it learns that 'legitimate' is "
+            "always right; set class_weight='balanced' (or 'balanced_subsample' for a forest)"
+        )
+        probability = np.asarray(model.predict_proba(X[list(features)]))[:, 1]
+        assert np.isfinite(probability).all() and ((probability >= 0) & (probability <= 1)).all(), (
+            f"{name} gives no probabilities in [0, 1]: use a classifier with predict_proba"
+        )
+        depth = [v for k, v in params.items() if k.endswith("max_depth")]
+        trees = [v for k, v in params.items() if k.endswith("n_estimators")]
+        if trees:  # an ensemble of trees: CI must train it in seconds
+            assert all(d is not None and d <= max_depth for d in depth) and all(
+                t <= max_trees for t in trees
+            ), (
+                f"{name} is unbounded (max_depth {depth}, n_estimators {trees}): bound it "
+                f"(max_depth <= {max_depth}, n_estimators <= {max_trees}) so CI trains it in "
+                "seconds"
+            )
+    return f"{len(names)} fitted models with class weights on {len(wanted)} features"
 
 
 def check_metrics(
@@ -439,8 +502,10 @@ __all__ = [
     "RulesBaseline",
     "TimeSplit",
     "as_table",
+    "best_threshold_by",
     "brier",
     "check_metrics",
+    "check_models",
     "check_threshold",
     "choose_threshold",
     "cost_curve",

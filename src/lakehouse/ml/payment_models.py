@@ -91,7 +91,7 @@ ATTEMPTS_DDL = (
 
 def read_attempts(spark: SparkSession, raw_root=None) -> DataFrame:
     """``payments.attempts`` (Parquet) as written by the generator."""
-    root = training._raw_root(spark, raw_root)
+    root = training.raw_root_of(spark, raw_root)
     return spark.read.schema(ATTEMPTS_DDL).parquet(f"{root}/payments/attempts/*.parquet")
 
 
@@ -109,7 +109,7 @@ def payment_context(spark: SparkSession, raw_root=None) -> DataFrame:
     From ``silver.payments``, built first when it does not exist."""
     from lakehouse import gold
 
-    gold.ensure_silver_inputs(spark, ["silver.payments"], training._raw_root(spark, raw_root))
+    gold.ensure_silver_inputs(spark, ["silver.payments"], training.raw_root_of(spark, raw_root))
     amount_usd = to_usd("amount", "currency").cast("double")
     return spark.table("silver.payments").select(
         "transaction_id",

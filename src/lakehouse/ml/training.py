@@ -141,7 +141,7 @@ def fraud_examples(spark: SparkSession, *, raw_root=None) -> DataFrame:
     first when they do not exist) and ``silver.payments``. The label is a time, not a
     boolean: whether a payment counts as fraud depends on when you look
     (``evaluation.labels_as_of``)."""
-    ml_features.ensure_tables(spark, _raw_root(spark, raw_root))
+    ml_features.ensure_tables(spark, raw_root_of(spark, raw_root))
     return examples_from(
         spark.table(ml.FRAUD_LABELS),
         spark.table(ml.PAYMENT_FEATURES),
@@ -150,7 +150,9 @@ def fraud_examples(spark: SparkSession, *, raw_root=None) -> DataFrame:
     )
 
 
-def _raw_root(spark: SparkSession, raw_root=None) -> str:
+def raw_root_of(spark: SparkSession, raw_root=None) -> str:
+    """``raw_root`` as a string, or else where the session's settings keep the generated
+    sources (the lessons' ``settings(...).source_path()``)."""
     if raw_root is not None:
         return str(raw_root)
     from lakehouse.config import settings
@@ -201,6 +203,7 @@ __all__ = [
     "TIME",
     "examples_from",
     "fraud_examples",
+    "raw_root_of",
     "table_version",
     "to_pandas_bounded",
     "write_examples",

@@ -490,9 +490,8 @@ def profit_curve(y, priority, value, costs: OfferCosts = OFFER) -> pd.DataFrame:
     """Expected profit, customers targeted, precision and recall at every threshold on
     ``priority`` that changes a decision (each distinct value, and +inf: target nobody), by
     decreasing threshold, so ``targeted`` grows: the top-k view of the same curve."""
-    score = priority
     y = np.asarray(y).astype(bool)
-    score, value = np.asarray(score, dtype="float64"), np.asarray(value, dtype="float64")
+    score, value = np.asarray(priority, dtype="float64"), np.asarray(value, dtype="float64")
     order = np.argsort(-score, kind="stable")
     s, gain = score[order], costs.per_customer(y[order], np.ones(len(y)), value[order])
     hits = np.cumsum(y[order])

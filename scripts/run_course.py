@@ -6,7 +6,9 @@
 Executed notebooks, kernel logs and summary.md / summary.json go to reports/run-<scale>/.
 Exits 1 if any notebook failed. The engine is $LAKEHOUSE_ENGINE, else ``auto`` (delta-spark
 once its jars are cached); set SPARK_REMOTE=sc://... to run every notebook through a Spark
-Connect server.
+Connect server. Run classic, the notebooks share one Spark driver in turn, each with a session of
+its own (``lakehouse.shared_driver``), as notebooks on a cluster do; ``--own-drivers`` gives
+each notebook's kernel a driver of its own instead, as a lone Jupyter kernel has.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lakehouse import notebooks
+from lakehouse import notebooks, shared_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = ("tiny", "small", "medium", "large")
@@ -38,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="report folder (default: reports/run-<scale>)")
     parser.add_argument(
         "--no-reset", action="store_true", help="pass reset=False (keep existing tables)"
+    )
+    parser.add_argument(
+        "--own-drivers",
+        action="store_true",
+        help="start a Spark driver per notebook instead of one they share (classic runs)",
     )
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failure")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
@@ -106,6 +114,42 @@ def table(summary: dict) -> str:
     return "\n".join(out)
 
 
+def run_all(solutions, root, out_dir, parameters, kernel, args, summary) -> None:
+    for index, solution in enumerate(solutions, start=1):
+        rel = solution.relative_to(root / notebooks.SOLUTIONS_DIR)
+        output = out_dir / rel
+        log = output.with_suffix(".log")
+        print(f"[{index}/{len(solutions)}] {rel.as_posix()} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        error = ""
+        try:
+            notebooks.execute(
+                solution,
+                output,
+                parameters=parameters,
+                kernel_name=kernel,
+                timeout=args.timeout,
+                kernel_log=log,
+            )
+        except Exception as exc:  # a failed cell, a timeout or a dead kernel: all are reported
+            error = notebooks.describe_failure(exc)
+        seconds = time.perf_counter() - start
+        status = "failed" if error else "passed"
+        print(f"{status} in {seconds:.1f} s" + (f": {first_line(error)}" if error else ""))
+        summary["notebooks"].append(
+            {
+                "notebook": rel.as_posix(),
+                "status": status,
+                "seconds": round(seconds, 2),
+                "output": str(output.relative_to(root) if output.is_relative_to(root) else output),
+                "log": str(log.relative_to(root) if log.is_relative_to(root) else log),
+                "error": error,
+            }
+        )
+        if error and args.stop_on_failure:
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = args.root.resolve()
@@ -145,40 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         f"engine {args.engine}; reports in {shown}"
     )
     begin = time.perf_counter()
-    for index, solution in enumerate(solutions, start=1):
-        rel = solution.relative_to(root / notebooks.SOLUTIONS_DIR)
-        output = out_dir / rel
-        log = output.with_suffix(".log")
-        print(f"[{index}/{len(solutions)}] {rel.as_posix()} ...", end=" ", flush=True)
-        start = time.perf_counter()
-        error = ""
-        try:
-            notebooks.execute(
-                solution,
-                output,
-                parameters=parameters,
-                kernel_name=kernel,
-                timeout=args.timeout,
-                kernel_log=log,
-            )
-        except Exception as exc:  # a failed cell, a timeout or a dead kernel: all are reported
-            error = notebooks.describe_failure(exc)
-        seconds = time.perf_counter() - start
-        status = "failed" if error else "passed"
-        print(f"{status} in {seconds:.1f} s" + (f": {first_line(error)}" if error else ""))
-        summary["notebooks"].append(
-            {
-                "notebook": rel.as_posix(),
-                "status": status,
-                "seconds": round(seconds, 2),
-                "output": str(output.relative_to(root) if output.is_relative_to(root) else output),
-                "log": str(log.relative_to(root) if log.is_relative_to(root) else log),
-                "error": error,
-            }
-        )
-        if error and args.stop_on_failure:
-            break
+    with ExitStack() as stack:
+        if not (args.own_drivers or os.environ.get("SPARK_REMOTE") or args.engine == "databricks"):
+            attach = stack.enter_context(shared_driver.running({}, out_dir / "shared-driver.log"))
+            os.environ.update(attach)
+            summary["shared_driver"] = True
+        run_all(solutions, root, out_dir, parameters, kernel, args, summary)
 
+    summary["total_seconds"]
     summary["total_seconds"] = round(time.perf_counter() - begin, 2)
     summary["passed"] = sum(row["status"] == "passed" for row in summary["notebooks"])
     summary["failed"] = sum(row["status"] == "failed" for row in summary["notebooks"])

@@ -1,6 +1,8 @@
 """Every solution notebook runs headless at CI scale in a classic Spark session, and the outputs
 it marks for nbval match the committed expected outputs. (tests/test_notebooks_connect.py runs
-them all again through Spark Connect.)
+them all again through Spark Connect.) The lessons' kernels take turns on one Spark driver
+(lakehouse.shared_driver), each with a session of its own, as notebooks attached to one cluster
+do.
 
 A solution that marks outputs with ``# NBVAL_CHECK_OUTPUT`` runs under ``pytest --nbval-lax``,
 which executes every cell (any error fails) and compares the marked outputs with
@@ -27,14 +29,19 @@ from helpers.notebook_runs import (
 )
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lakehouse import notebooks
+from lakehouse import notebooks, shared_driver
 
 pytestmark = [pytest.mark.notebooks, requires_java]
 
 
-@pytest.fixture(scope="session")
-def classic_run(tmp_path_factory, kafka_port, pg_port) -> tuple:  # noqa: F811
-    return mode_run(tmp_path_factory, "classic", kafka_port, pg_port)
+@pytest.fixture(scope="module")  # the shared driver stops when the lessons are done
+def classic_run(tmp_path_factory, kafka_port, pg_port):  # noqa: F811
+    """The classic lessons' lake, and one Spark driver their kernels share in turn, each with a
+    session of its own (lakehouse.shared_driver), as notebooks share a cluster's driver: a
+    lesson then starts in a second instead of a JVM's 10-20 s and runs on a warm JVM."""
+    workdir, env = mode_run(tmp_path_factory, "classic", kafka_port, pg_port)
+    with shared_driver.running(env, workdir / "shared-driver.log") as attach:
+        yield workdir, {**env, **attach}
 
 
 def test_kernel_runs_this_interpreter(kernel_name, tmp_path):  # noqa: F811

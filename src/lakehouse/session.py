@@ -191,8 +191,20 @@ def _launch(builder, s: Settings):
     Python exceptions; the details stay in ``<lake>/<catalog>/_logs/spark-driver.log``."""
     from pyspark.sql import SparkSession
 
+    from lakehouse import shared_driver
+
     if SparkSession.getActiveSession() is not None:
         return builder.getOrCreate()
+    if (spark := shared_driver.attach(_runtime_conf(s))) is not None:
+        wanted = builder._options.get("spark.sql.extensions", "")
+        if (spark.conf.get("spark.sql.extensions", "") or "") != wanted:
+            raise EngineUnavailable(
+                f"The shared Spark driver this kernel attached to ({shared_driver.PORT_VARIABLE}="
+                f"{os.environ[shared_driver.PORT_VARIABLE]}) runs another engine than "
+                f"{s.engine!r}: start it with the same LAKEHOUSE_ENGINE, or unset "
+                f"{shared_driver.PORT_VARIABLE} for a driver of this kernel's own."
+            )
+        return spark
     log_dir = s.catalog_path / "_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()

@@ -863,27 +863,38 @@ def flat_schema(columns: Sequence[str]):
     return schema
 
 
-def _python(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
+_PANDAS_TYPES = {"integer": "Int32", "long": "Int64", "double": "float64", "boolean": "boolean"}
+
+
+def _list_or_none(value):
     if isinstance(value, list | tuple | np.ndarray):
         return [float(v) for v in value]
-    return value
+    return None
 
 
 def to_spark(spark, flat_pdf: pd.DataFrame, columns: Sequence[str]):
     """A flat frame of this module as a Spark DataFrame with Databricks' columns: the
-    ``<name>_start/_end`` and ``<name>_statistic/_pvalue`` pairs folded into structs."""
+    ``<name>_start/_end`` and ``<name>_statistic/_pvalue`` pairs folded into structs. The
+    frame goes through Arrow with explicit types (nullable integers, booleans)."""
     from pyspark.sql import functions as F
 
     schema = flat_schema(columns)
-    frame = flat_pdf.reindex(columns=schema.fieldNames()).astype(object)
-    rows = [tuple(_python(v) for v in row) for row in frame.itertuples(index=False)]
-    df = spark.createDataFrame(rows, schema)
+    frame = flat_pdf.reindex(columns=schema.fieldNames())
+    typed = {}
+    for field in schema.fields:
+        kind = field.dataType.typeName()
+        values = frame[field.name]
+        if kind == "timestamp":
+            typed[field.name] = pd.to_datetime(values)
+        elif kind == "array":
+            typed[field.name] = values.map(_list_or_none).astype(object)
+        elif kind == "string":
+            typed[field.name] = values.astype(object).where(values.notna(), None)
+        else:
+            typed[field.name] = pd.array(
+                values.astype(object).where(values.notna(), None), dtype=_PANDAS_TYPES[kind]
+            )
+    df = spark.createDataFrame(pd.DataFrame(typed), schema)
     select = []
     for column in columns:
         if column in STRUCTS:
@@ -1118,3 +1129,12 @@ def check_performance(
                         "enough known frauds)"
                     )
     return f"performance ok at {len(as_of_dates)} refresh dates: figures only on mature labels"
+
+
+def combine(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of the same columns, one after the other (empty ones skipped)."""
+    frames = list(frames)
+    kept = [f for f in frames if len(f)]
+    if not kept:
+        return frames[0].iloc[0:0].copy() if frames else pd.DataFrame()
+    return pd.concat(kept, ignore_index=True)

@@ -30,6 +30,17 @@ The module's tables, lesson by lesson::
     lakehouse.ml.churn      weekly observation dates, the time split with a gap of the
                             horizon, the retention offer's profit, the model card
 
+    gold.fraud_scores (the champion's scores) + ml.fraud_training_set (inputs, labels)
+      -> ml.fraud_scores_profile_metrics    per window: counts, moments, quantiles;       08
+                                            performance on mature labels (weekly)
+      -> ml.fraud_scores_drift_metrics      per window vs baseline / previous window
+    payments.attempts (first attempts, sliced by processor)
+      -> ml.payment_attempts_profile_metrics, ml.payment_attempts_drift_metrics          08
+      -> ml.monitoring_alerts               a large PSI and a small p-value vs baseline  08
+
+    lakehouse.ml.monitoring PSI, KS, JS, chi-square; the metric tables with Databricks
+                            Lakehouse Monitoring's columns; the alert rule; the checks
+
 Every feature row carries ``feature_ts``, the first moment its values may be used; a training
 set takes, for each label, the latest feature row with ``feature_ts <= prediction_ts``, never a
 newer one (:func:`lakehouse.ml.features.point_in_time_join`). On Databricks the same tables are

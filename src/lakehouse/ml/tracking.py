@@ -44,6 +44,9 @@ TRUSTED_TYPES = (
 # What a logged model needs to load elsewhere, pinned to the versions in use. Listing them
 # saves MLflow from inferring them (a subprocess that loads the model: seconds per model).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+# What the model's pyfunc flavor calls: a served or batch-scored fraud model answers with the
+# probability of each class (``[[p_legit, p_fraud], ...]``); the decision is the threshold's.
+PYFUNC_PREDICT_FN = "predict_proba"
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,10 @@ def log_training_run(
         info = mlflow.sklearn.log_model(
             model,
             name=MODEL_NAME,
-            signature=infer_signature(X_train, scores(model, X_train)),
+            signature=infer_signature(X_train, model.predict_proba(X_train)),
+            # what pyfunc (a serving endpoint, spark_udf) returns: the probabilities, not the
+            # class at 0.5, which ignores the threshold chosen for the model
+            pyfunc_predict_fn=PYFUNC_PREDICT_FN,
             input_example=X_train.head(5),
             pip_requirements=requirements(),
             skops_trusted_types=list(TRUSTED_TYPES),
@@ -215,10 +221,11 @@ def check_round_trip(model, model_uri: str, X: pd.DataFrame) -> str:
         f"the model at {model_uri} scores {int((want != got).sum())} of {len(X)} rows "
         "differently: log the fitted model itself, after fit and before any change"
     )
-    classes = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(X))
-    assert np.array_equal(classes, np.asarray(model.predict(X))), (
-        f"the pyfunc model at {model_uri} predicts other classes: log with the signature of "
-        "the training frame (infer_signature(X_train, ...))"
+    served = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(X))
+    assert served.ndim == 2 and np.array_equal(served[:, 1], want), (
+        f"the pyfunc model at {model_uri} does not return the probabilities (got shape "
+        f"{served.shape}): log it with pyfunc_predict_fn={PYFUNC_PREDICT_FN!r} and the "
+        "signature of the training frame (infer_signature(X_train, ...))"
     )
     return f"{model_uri} loads back and scores {len(X)} rows identically"
 
@@ -242,6 +249,7 @@ def run_summary(run_id: str) -> dict:
 __all__ = [
     "EXPERIMENT",
     "MODEL_REQUIREMENTS",
+    "PYFUNC_PREDICT_FN",
     "TABLE_TAG",
     "TRUSTED_TYPES",
     "VERSION_TAG",

@@ -525,17 +525,14 @@ def spark(tmp_path_factory):
 def test_the_inference_log_loads_into_delta_once(servers, spark, tmp_path):
     path = tmp_path / "log.jsonl"
     lines = router.read_log_lines(servers["router"].config.log_path)
-    source = servers["router"].config.log_path
-    text = open(source, encoding="utf-8").read()
-    first_line = text.splitlines()[0]
-    path.write_text(text + first_line + "\n", encoding="utf-8")  # one line logged twice
+    text = open(servers["router"].config.log_path, encoding="utf-8").read()
+    path.write_text(text + text.splitlines()[0] + "\n", encoding="utf-8")  # a line logged twice
     table = "ml.inference_log_ci"
+    n = len(lines)
     first = router.load_inference_log(spark, path, table)
-    assert first == {"lines": len(lines) + 1, "keys": len(lines), "inserted": len(lines)}
+    assert first == {"lines": n + 1, "keys": n, "inserted": n}
     again = router.load_inference_log(spark, path, table)
-    assert again["inserted"] == 0
+    assert again == {"lines": n + 1, "keys": n, "inserted": 0}
     loaded = spark.table(table)
-    assert [f.name for f in loaded.schema.fields] == [c for c, _ in router.INFERENCE_LOG_COLUMNS]
-    assert loaded.count() == len(lines)
-    keys = loaded.select("request_id", "role").distinct().count()
-    assert keys == len(lines)
+    assert loaded.columns == [c for c, _ in router.INFERENCE_LOG_COLUMNS]
+    assert loaded.select("request_id", "role").distinct().count() == loaded.count() == n

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import sys
 
 import numpy as np
@@ -46,11 +47,15 @@ def test_the_z_test_agrees_with_a_chi_square_test_of_the_2x2_table():
     assert result.z > 0 and result.difference == pytest.approx(41 / 600 - 120 / 2_400)
 
 
-def test_the_interval_is_the_wald_interval_and_covers_the_truth_at_its_level():
-    result = abtest.two_proportion_test(30, 500, 45, 500, confidence=0.90)
-    p_a, p_b = 30 / 500, 45 / 500
-    half = stats.norm.ppf(0.95) * np.sqrt(p_a * (1 - p_a) / 500 + p_b * (1 - p_b) / 500)
-    assert (result.low, result.high) == pytest.approx((p_b - p_a - half, p_b - p_a + half))
+def test_the_interval_is_newcombes_from_scipys_wilson_intervals_and_covers_the_truth():
+    result = abtest.two_proportion_test(51, 385, 0, 28, confidence=0.90)
+    wilson_a = stats.binomtest(51, 385).proportion_ci(confidence_level=0.90, method="wilson")
+    wilson_b = stats.binomtest(0, 28).proportion_ci(confidence_level=0.90, method="wilson")
+    p_a, p_b = 51 / 385, 0.0
+    low = p_b - p_a - np.hypot(p_b - wilson_b.low, wilson_a.high - p_a)
+    high = p_b - p_a + np.hypot(wilson_b.high - p_b, p_a - wilson_a.low)
+    assert (result.low, result.high) == pytest.approx((low, high))
+    assert result.low < -p_a  # 0 of 28 is not a certainty: the interval reaches beyond -p_a
     # coverage by simulation: 95% intervals cover the true difference about 95% of the time
     rng = np.random.default_rng(0)
     x_a, x_b = rng.binomial(2_000, 0.10, 2_000), rng.binomial(2_000, 0.12, 2_000)
@@ -536,3 +541,55 @@ def test_the_inference_log_loads_into_delta_once(servers, spark, tmp_path):
     loaded = spark.table(table)
     assert loaded.columns == [c for c, _ in router.INFERENCE_LOG_COLUMNS]
     assert loaded.select("request_id", "role").distinct().count() == loaded.count() == n
+
+
+# --------------------------------------------------------------------------- the lesson's mistakes
+
+
+MISTAKES = json.loads(
+    (
+        __import__("pathlib").Path(__file__).resolve().parents[1]
+        / "solutions/05_ml/07_real_time_serving.mistakes.json"
+    ).read_text(encoding="utf-8")
+)
+
+
+def lesson_log(seed: int = 3) -> pd.DataFrame:
+    """A log like the lesson's: customers with several requests each, served by their arm,
+    the champion's requests mirrored in shadow."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(400):
+        customer = f"C{i % 120:04d}"
+        alias = router.arm_of(customer)
+        score = rng.random()
+        rows.append((f"07-{i}", customer, alias, "served", score, score >= 0.8))
+        if alias == "champion":
+            shadow = rng.random()
+            rows.append((f"07-{i}", customer, "challenger", "shadow", shadow, shadow >= 0.9))
+    columns = ["request_id", "customer_id", "model_alias", "role", "score", "flagged"]
+    return pd.DataFrame(rows, columns=columns).assign(model_version=1)
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=[m["name"] for m in MISTAKES])
+def test_every_catalogued_mistake_is_caught_by_its_check(mistake):
+    log_pdf = lesson_log()
+    namespace = {
+        "__name__": "__main__",
+        "challenger_share": 0.10,
+        "confidence": 0.95,
+        "log_pdf": log_pdf,
+        "abtest": abtest,
+    }
+    exec(mistake["source"], namespace)
+    with pytest.raises(AssertionError, match=re.escape(mistake["caught_by"])):
+        if mistake["task_cell"] == "task-arm-of":
+            router.check_assignment(namespace["arm_of"], CUSTOMERS)
+        elif mistake["task_cell"] == "task-shadow-pairs":
+            router.check_shadow_pairs(namespace["pairs"], log_pdf)
+        else:
+            counts = {
+                alias: (int(row.flagged), int(row.requests))
+                for alias, row in router.split_summary(log_pdf).iterrows()
+            }
+            abtest.check_readout(namespace["readout"], namespace["decision"], counts)

@@ -13,7 +13,8 @@ Example::
     peeking = abtest.simulate_peeking(p=0.05, n_per_arm=2_000, looks=40)
 
 Formulas: the z statistic uses the pooled proportion (what the null hypothesis says), the
-interval the unpooled (Wald) standard error; the sample size is the normal approximation for
+interval of the difference is Newcombe's hybrid score interval (built from each arm's Wilson
+interval); the sample size is the normal approximation for
 two independent proportions with allocation ratio ``n_b / n_a``.
 """
 
@@ -79,11 +80,23 @@ def _counts(successes: int, n: int, arm: str) -> tuple[int, int]:
     return successes, n
 
 
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of one proportion: unlike ``p ± z·SE`` it stays inside
+    [0, 1] and keeps its coverage at 0 or n successes (0 of 28 is not "exactly 0%")."""
+    z = stats.norm.ppf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return float(centre - half), float(centre + half)
+
+
 def two_proportion_test(
     successes_a: int, n_a: int, successes_b: int, n_b: int, *, confidence: float = 0.95
 ) -> TwoProportionResult:
     """The two-sided z-test of ``p_b = p_a`` (pooled standard error) and the ``confidence``
-    interval of ``p_b - p_a`` (unpooled standard error)."""
+    interval of ``p_b - p_a`` by Newcombe's hybrid score method (from each arm's Wilson
+    interval: good coverage with small arms and rare events, where the Wald interval
+    ``d ± z·SE`` collapses)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence}: give a level in (0, 1), e.g. 0.95")
     x_a, n_a = _counts(successes_a, n_a, "A")
@@ -93,13 +106,13 @@ def two_proportion_test(
     se_null = np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     z = (p_b - p_a) / se_null if se_null > 0 else 0.0
     p_value = float(2 * stats.norm.sf(abs(z)))
-    se = np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
-    half = stats.norm.ppf(1 - (1 - confidence) / 2) * se
+    low_a, high_a = wilson_interval(x_a, n_a, confidence=confidence)
+    low_b, high_b = wilson_interval(x_b, n_b, confidence=confidence)
+    difference = p_b - p_a
+    low = difference - np.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
+    high = difference + np.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
     return TwoProportionResult(
-        *(x_a, n_a, x_b, n_b, float(z), p_value),
-        float(p_b - p_a - half),
-        float(p_b - p_a + half),
-        confidence,
+        *(x_a, n_a, x_b, n_b, float(z), p_value), float(low), float(high), confidence
     )
 
 
@@ -263,4 +276,5 @@ __all__ = [
     "sample_size",
     "simulate_peeking",
     "two_proportion_test",
+    "wilson_interval",
 ]

@@ -538,8 +538,6 @@ def load_inference_log(spark, path: str | os.PathLike, table: str = INFERENCE_LO
     row per (request_id, role) of ``source = 'serving'``, inserted once, so a rerun or a line
     logged twice adds nothing. Returns the lines read, the distinct keys and the rows
     inserted."""
-    from pyspark.sql import functions as F
-
     from lakehouse import DeltaTable
 
     ensure_inference_log(spark, table)
@@ -548,21 +546,20 @@ def load_inference_log(spark, path: str | os.PathLike, table: str = INFERENCE_LO
     # one row per key, the first logged: a MERGE inserts every source row that matches no
     # target row, both copies of a key logged twice included
     frame = frame.sort_values("logged_at", kind="stable").drop_duplicates(["request_id", "role"])
-    counted = spark.table(table).where(F.col("source") == SOURCE)
-    before = counted.count()
-    if len(frame):
-        batch = spark.createDataFrame(_spark_rows(frame), inference_log_schema())
-        (
-            DeltaTable.forName(spark, table)
-            .alias("t")
-            .merge(
-                batch.alias("s"),
-                "t.source = s.source AND t.request_id = s.request_id AND t.role = s.role",
-            )
-            .whenNotMatchedInsertAll()
-            .execute()
+    if not len(frame):
+        return {"lines": lines, "keys": 0, "inserted": 0}
+    batch = spark.createDataFrame(_spark_rows(frame), inference_log_schema())
+    metrics = (
+        DeltaTable.forName(spark, table)
+        .alias("t")
+        .merge(
+            batch.alias("s"),
+            "t.source = s.source AND t.request_id = s.request_id AND t.role = s.role",
         )
-    inserted = spark.table(table).where(F.col("source") == SOURCE).count() - before
+        .whenNotMatchedInsertAll()
+        .execute()  # one row of metrics, num_inserted_rows among them
+    )
+    inserted = int(metrics.first()["num_inserted_rows"])
     return {"lines": lines, "keys": len(frame), "inserted": inserted}
 
 

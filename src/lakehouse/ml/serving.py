@@ -35,7 +35,11 @@ from lakehouse.services import ServiceError, free_port, tail, terminate
 
 FORMATS = ("dataframe_split", "dataframe_records", "inputs")
 HOST = "127.0.0.1"
-STARTUP_TIMEOUT_S = 180.0  # a cold start on 2 busy cores: imports, the registry, the model
+STARTUP_TIMEOUT_S = 180.0
+CHAMPION_ENTITY, CHALLENGER_ENTITY = (
+    "champion",
+    "challenger",
+)  # served entities on Databricks  # a cold start on 2 busy cores: imports, the registry, the model
 
 # signature type -> the JSON values a request may carry for it (bool is not a number here,
 # although Python's bool is an int)
@@ -447,14 +451,15 @@ def bad_requests(record: Mapping, spec: InputSpec) -> dict[str, str]:
     ``record``: a column missing, text in a numeric column, a number in a text column, a null,
     an empty body, no records, broken JSON."""
     good = dict(record)
-    numeric = next(n for n, k in spec.columns if k in ("double", "float", "long", "integer"))
+    numeric = next(
+        (n for n, k in spec.columns if k in ("double", "float", "long", "integer")), None
+    )
     text = next((n for n, k in spec.columns if k == "string"), None)
     first = spec.names[0]
-    cases = {
-        f"missing column {first!r}": {k: v for k, v in good.items() if k != first},
-        f"text in numeric {numeric!r}": {**good, numeric: "a lot"},
-        f"null in {numeric!r}": {**good, numeric: None},
-    }
+    cases = {f"missing column {first!r}": {k: v for k, v in good.items() if k != first}}
+    if numeric is not None:
+        cases[f"text in numeric {numeric!r}"] = {**good, numeric: "a lot"}
+    cases[f"null in {numeric or first!r}"] = {**good, numeric or first: None}
     if text is not None:
         cases[f"number in text column {text!r}"] = {**good, text: 5}
     bodies = {name: json.dumps({"dataframe_records": [row]}) for name, row in cases.items()}
@@ -550,6 +555,62 @@ def check_refusals(table: pd.DataFrame) -> str:
     return f"{len(table)} bad requests refused with a 4xx and a message; the server still answers"
 
 
+# --------------------------------------------------------------------------- on Databricks
+
+
+def databricks_endpoint_config(
+    name: str,
+    champion_version: int,
+    challenger_version: int,
+    *,
+    endpoint: str = "fraud-detector",
+    challenger_share: float = 0.10,
+    catalog: str = "main",
+    schema: str = "ml",
+) -> dict:
+    """The body of ``POST /api/2.0/serving-endpoints`` (``databricks serving-endpoints create
+    --json``) that serves two versions of the Unity Catalog model ``name`` side by side: the
+    champion and the challenger as served entities, ``traffic_config`` routes sharing the
+    requests (at random per request, not per customer), and AI Gateway's inference table in
+    ``<catalog>.<schema>`` (a Delta table of every request and response)."""
+    challenger_pct = round(100 * challenger_share)
+    entities = [
+        (CHAMPION_ENTITY, champion_version, 100 - challenger_pct),
+        (CHALLENGER_ENTITY, challenger_version, challenger_pct),
+    ]
+    return {
+        "name": endpoint,
+        "config": {
+            "served_entities": [
+                {
+                    "name": entity,
+                    "entity_name": name,
+                    "entity_version": str(int(version)),
+                    "workload_size": "Small",
+                    "scale_to_zero_enabled": False,
+                }
+                for entity, version, _ in entities
+            ],
+            "traffic_config": {
+                "routes": [
+                    {"served_model_name": entity, "traffic_percentage": pct}
+                    for entity, _, pct in entities
+                ]
+            },
+        },
+        "ai_gateway": {
+            "inference_table_config": {
+                "enabled": True,
+                "catalog_name": catalog,
+                "schema_name": schema,
+                "table_name_prefix": endpoint.replace("-", "_"),
+            },
+            "usage_tracking_config": {"enabled": True},
+            "rate_limits": [{"calls": 1000, "key": "endpoint", "renewal_period": "minute"}],
+        },
+    }
+
+
 __all__ = [
     "FORMATS",
     "InputSpec",
@@ -559,6 +620,7 @@ __all__ = [
     "bad_requests",
     "check_refusals",
     "check_served_scores",
+    "databricks_endpoint_config",
     "error_message",
     "invoke",
     "latencies_ms",

@@ -4,7 +4,8 @@
 #   make course [SCALE=tiny|small|medium|large] [ENGINE=embedded|delta-spark|databricks|auto]
 #   make test   [PYTEST_ARGS='-m "not notebooks"'] [PYTEST_WORKERS=2|0]
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
-#   make lab | exercises | strip | expected | lint | bench | bench-streaming | reset | clean
+#   make lab | exercises | strip | expected | lint | bench | bench-streaming | bench-serving
+#   make reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
 #   make kafka-start | kafka-stop       # a local Kafka broker on 127.0.0.1:19092
 #   make pg-start | pg-stop             # a local PostgreSQL on 127.0.0.1:54329
@@ -30,7 +31,7 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming \
+.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming bench-serving \
 	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop pg-load reset clean
 
 help:
@@ -44,6 +45,7 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make bench      delta-spark, embedded and plain parquet doing the same work (BENCH_ARGS=--rows N)"
 	@echo "make bench-streaming  events/s and latency of the payment stream from files and Kafka, Delta vs parquet"
+	@echo "make bench-serving    latency and requests/s of the model endpoint, direct and through the router"
 	@echo "make kafka-start / kafka-stop   a local Kafka broker (127.0.0.1:19092, LAKEHOUSE_KAFKA_PORT)"
 	@echo "make pg-start / pg-stop         a local PostgreSQL (127.0.0.1:54329, LAKEHOUSE_PG_PORT)"
 	@echo "make pg-load    the shop's system of record into it (DAY=1, or 2 for the next day's changes)"
@@ -105,6 +107,9 @@ bench: bootstrap
 
 bench-streaming: bootstrap
 	@$(PY) bench/bench_streaming.py $(BENCH_ARGS)
+
+bench-serving: bootstrap
+	@$(PY) bench/serving.py $(BENCH_ARGS)
 
 connect-start: bootstrap
 	@$(PY) -m lakehouse.connect_server start

@@ -30,6 +30,15 @@ The module's tables, lesson by lesson::
     lakehouse.ml.churn      weekly observation dates, the time split with a gap of the
                             horizon, the retention offer's profit, the model card
 
+    HTTP requests -> router (hash split 90/10, shadow) -> mlflow models serve x 2
+      -> ml.inference_log              one row per (request_id, role): served or shadow  07
+                                       (JSON lines merged into Delta, idempotent)
+
+    lakehouse.ml.serving    mlflow models serve as a managed subprocess, request formats,
+                            the signature as a validator, bad inputs probed
+    lakehouse.ml.router     the customer-hash split, the shadow, the inference log
+    lakehouse.ml.abtest     the two-proportion test, power and sample size, peeking
+
     gold.fraud_scores (the champion's scores) + ml.fraud_training_set (inputs, labels)
       -> ml.fraud_scores_profile_metrics    per window: counts, moments, quantiles;       08
                                             performance on mature labels (weekly)

@@ -769,6 +769,106 @@ def rollback(name: str, *, reason: str = "rolled back") -> int:
     return previous
 
 
+# --------------------------------------------------------------------------- a starting champion
+
+# What ensure_champion trains when the registry has no champion: lesson 04's version 1 (the
+# payment's categories only) as champion, its version 4 (every feature) as challenger, on
+# lesson 04's split (T1, the label gap, the validation days that choose the threshold).
+STARTER_MODELS = {CHAMPION: "categories_only", CHALLENGER: "all_features"}
+STARTER_SPLIT = {"train_end": "2026-06-15", "label_gap_days": 7, "validation_days": 5}
+
+
+def starter_model(numeric: Sequence[str] = ()):
+    """Lesson 04's logistic regression: ``numeric`` features standardised, the categorical
+    ones one-hot encoded (unseen categories ignored), class weights balanced."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from lakehouse.ml.training import CATEGORICAL_FEATURES
+
+    preparation = ColumnTransformer(
+        [
+            ("numeric", StandardScaler(), list(numeric)),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
+        ]
+    )
+    model = LogisticRegression(class_weight="balanced", max_iter=1000)
+    return Pipeline([("features", preparation), ("model", model)])
+
+
+def ensure_alias(
+    spark,
+    alias: str = CHAMPION,
+    name: str | None = None,
+    *,
+    max_rows: int = 200_000,
+    seed: int = 42,
+) -> int:
+    """The version ``alias`` of the fraud model points at; when it points nowhere, train
+    :data:`STARTER_MODELS`' model for it on lesson 04's split (the examples of lesson 02,
+    built when missing), log it, register it with its threshold tag and point ``alias`` at
+    it. Returns the version. A lesson that needs a champion calls this instead of requiring
+    lesson 04's run."""
+    from lakehouse.ml import tracking, training
+
+    if alias not in STARTER_MODELS:
+        raise ValueError(f"alias {alias!r}: ensure_alias builds {' or '.join(STARTER_MODELS)}")
+    tracking.configure(spark)
+    name = name or registered_name(spark)
+    found = version_of(name, alias)
+    if found is not None:
+        return found
+    if not spark.catalog.tableExists(training.EXAMPLES_TABLE):
+        training.write_examples(spark, training.fraud_examples(spark))
+    examples_version = training.table_version(spark, training.EXAMPLES_TABLE)
+    examples = training.to_pandas_bounded(spark.table(training.EXAMPLES_TABLE), max_rows, seed=seed)
+    split = ev.TimeSplit(
+        STARTER_SPLIT["train_end"], pd.Timedelta(days=STARTER_SPLIT["label_gap_days"])
+    )
+    train, _ = split.apply(examples)
+    validation_start = split.train_end - pd.Timedelta(days=STARTER_SPLIT["validation_days"])
+    fit = train[train[training.TIME] < validation_start]
+    validation = train[train[training.TIME] >= validation_start]
+    model_name = STARTER_MODELS[alias]
+    numeric = () if model_name == "categories_only" else training.NUMERIC_FEATURES
+    inputs = [*numeric, *training.CATEGORICAL_FEATURES]
+    model = starter_model(numeric).fit(fit[inputs], fit[ev.LABEL])
+    threshold = ev.choose_threshold(
+        validation[ev.LABEL], tracking.scores(model, validation[inputs]), validation[AMOUNT]
+    )
+    logged = tracking.log_training_run(
+        model,
+        model_name,
+        fit[inputs],
+        fit[ev.LABEL],
+        table=training.EXAMPLES_TABLE,
+        table_version=examples_version,
+        params={"train_end": STARTER_SPLIT["train_end"], "built_by": "ensure_alias"},
+        metrics={"threshold": threshold},
+        spark=spark,
+    )
+    return register(
+        logged.model_uri,
+        name,
+        alias=alias,
+        tags={THRESHOLD_TAG: threshold, "lakehouse.model": model_name},
+    )
+
+
+def ensure_champion(spark, name: str | None = None, **kwargs) -> int:
+    """The champion's version, trained and registered first when there is none
+    (:func:`ensure_alias`)."""
+    return ensure_alias(spark, CHAMPION, name, **kwargs)
+
+
+def ensure_challenger(spark, name: str | None = None, **kwargs) -> int:
+    """The challenger's version, trained and registered first when there is none: lesson
+    04's every-feature model (:func:`ensure_alias`)."""
+    return ensure_alias(spark, CHALLENGER, name, **kwargs)
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -858,105 +958,6 @@ def check_rollback(name: str, uri: str, version: int, X: pd.DataFrame) -> str:
     return f"{uri} is version {version} again: {len(X)} rows scored identically"
 
 
-# --------------------------------------------------------------------------- a champion to use
-
-
-# Lesson 04's split and its two models that end up with an alias: version 1 (the payment's
-# categories only) is @champion after the rollback, version 4 (every feature) is @challenger.
-LESSON_04_SPLIT = {"train_end": "2026-06-15", "label_gap_days": 7, "validation_days": 5}
-LESSON_04_MODELS = {CHAMPION: "categories_only", CHALLENGER: "all_features"}
-
-
-def _fit_lesson_04_model(spark, kind: str, *, seed: int = 42, max_rows: int = 200_000):
-    """Lesson 04's ``kind`` model (``categories_only`` or ``all_features``, class-weighted
-    logistic regressions) fitted on its fit period, and its threshold of least expected cost
-    on its validation period. Returns ``(model, inputs, threshold, fit_frame, version)``."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    from lakehouse.ml import tracking, training
-
-    if not spark.catalog.tableExists(training.EXAMPLES_TABLE):  # lesson 02 writes it
-        training.write_examples(spark, training.fraud_examples(spark))
-    table_version = training.table_version(spark, training.EXAMPLES_TABLE)
-    examples = training.to_pandas_bounded(spark.table(training.EXAMPLES_TABLE), max_rows, seed=seed)
-    split = ev.TimeSplit(
-        LESSON_04_SPLIT["train_end"], pd.Timedelta(days=LESSON_04_SPLIT["label_gap_days"])
-    )
-    train, _ = split.apply(examples)
-    validation_start = split.train_end - pd.Timedelta(days=LESSON_04_SPLIT["validation_days"])
-    fit = train[train[training.TIME] < validation_start]
-    validation = train[train[training.TIME] >= validation_start]
-    numeric = [] if kind == "categories_only" else list(training.NUMERIC_FEATURES)
-    inputs = [*numeric, *training.CATEGORICAL_FEATURES]
-    preparation = ColumnTransformer(
-        [
-            ("numeric", StandardScaler(), numeric),
-            (
-                "categorical",
-                OneHotEncoder(handle_unknown="ignore"),
-                list(training.CATEGORICAL_FEATURES),
-            ),
-        ]
-    )
-    model = Pipeline(
-        [
-            ("features", preparation),
-            ("model", LogisticRegression(class_weight="balanced", max_iter=1000)),
-        ]
-    ).fit(fit[inputs], fit[ev.LABEL])
-    threshold = ev.choose_threshold(
-        validation[ev.LABEL],
-        tracking.scores(model, validation[inputs]),
-        validation[training.AMOUNT],
-    )
-    return model, inputs, threshold, fit, table_version
-
-
-def _ensure(spark, alias: str, name: str | None) -> int:
-    from lakehouse.ml import tracking, training
-
-    tracking.configure(spark)
-    name = name or registered_name(spark)
-    version = version_of(name, alias)
-    if version is not None:
-        return version
-    kind = LESSON_04_MODELS[alias]
-    model, inputs, threshold, fit, table_version = _fit_lesson_04_model(spark, kind)
-    logged = tracking.log_training_run(
-        model,
-        kind,
-        fit[inputs],
-        fit[ev.LABEL],
-        table=training.EXAMPLES_TABLE,
-        table_version=table_version,
-        params={"train_end": LESSON_04_SPLIT["train_end"]},
-        metrics={"threshold": threshold},
-        spark=spark,
-    )
-    return register(
-        logged.model_uri,
-        name,
-        alias=alias,
-        tags={THRESHOLD_TAG: threshold, "lakehouse.model": kind},
-    )
-
-
-def ensure_champion(spark, name: str | None = None) -> int:
-    """The version ``@champion`` of ``name`` (default :func:`registered_name`) points at; when
-    there is none (lesson 04 did not run in this lake), lesson 04's version 1 is built, logged,
-    registered with its threshold tag and made ``@champion``: the payment's categories only, a
-    class-weighted logistic regression fitted on lesson 04's fit period. Configures MLflow."""
-    return _ensure(spark, CHAMPION, name)
-
-
-def ensure_challenger(spark, name: str | None = None) -> int:
-    """As :func:`ensure_champion`, for ``@challenger``: lesson 04's every-feature model."""
-    return _ensure(spark, CHALLENGER, name)
-
-
 __all__ = [
     "AMOUNT_BAND",
     "CHALLENGER",
@@ -969,6 +970,8 @@ __all__ = [
     "REPLACED_TAG",
     "ROLLED_BACK_TAG",
     "SLICE_COLUMNS",
+    "STARTER_MODELS",
+    "STARTER_SPLIT",
     "THRESHOLD_TAG",
     "Check",
     "GatePolicy",
@@ -986,6 +989,7 @@ __all__ = [
     "check_serving_uri",
     "compare",
     "delete_model",
+    "ensure_alias",
     "ensure_challenger",
     "ensure_champion",
     "freeze_holdout",
@@ -1003,9 +1007,9 @@ __all__ = [
     "set_alias",
     "signature_mismatches",
     "signature_of",
+    "starter_model",
     "slice_costs",
     "threshold_of",
     "version_of",
     "version_tags",
 ]
-

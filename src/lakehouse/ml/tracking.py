@@ -155,7 +155,11 @@ def log_training_run(
     ``table`` at ``table_version`` (also in the tags :data:`TABLE_TAG` and
     :data:`VERSION_TAG`), and the model (skops format) with a signature inferred from
     ``X_train`` and its probabilities and five rows as input example. Returns the run id and
-    the model's URI (``models:/<model id>``)."""
+    the model's URI (``models:/<model id>``).
+
+    The model's generic ``pyfunc`` form predicts with ``predict_proba`` (:data:`PYFUNC_PREDICT_FN`):
+    whatever loads it through MLflow -- ``mlflow.pyfunc.spark_udf`` in a batch job, a serving
+    endpoint -- gets the probability of each class, not a class decided at 0.5."""
     import mlflow
     import mlflow.sklearn
     from mlflow.data.delta_dataset_source import DeltaDatasetSource

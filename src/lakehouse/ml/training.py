@@ -173,8 +173,11 @@ def write_examples(spark: SparkSession, examples_df: DataFrame, table: str = EXA
 
 
 def table_version(spark: SparkSession, table: str) -> int:
-    """The latest version of a Delta table (``DESCRIBE HISTORY``)."""
-    return int(spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").first()["version"])
+    """The latest version of a Delta table (its history, through the ``DeltaTable`` API:
+    ``DESCRIBE HISTORY`` on every engine)."""
+    from lakehouse import DeltaTable
+
+    return int(DeltaTable.forName(spark, table).history(1).select("version").first()[0])
 
 
 def to_pandas_bounded(df: DataFrame, max_rows: int, *, seed: int = 42):

@@ -211,55 +211,52 @@ def test_the_writer_id_is_stable_per_checkpoint_and_new_after_a_reset(tmp_path):
 # --------------------------------------------------------------------------- batch
 
 
-def test_batch_scores_are_the_models_probabilities_stamped_and_merged(
-    spark, champion_is_1, registered
-):
-    table = "gold.fraud_scores_ci"
-    from lakehouse.course import drop_table
-
-    drop_table(spark, table)
-    df = features_df(spark)
+@pytest.fixture(scope="module")
+def scored_v1(spark, registered):
+    """40 payments scored once through spark_udf by version 1, as @champion."""
+    registry.set_alias(NAME, registry.CHAMPION, 1)
     ref = scoring.resolve(NAME, registry.CHAMPION)
-    scores = scoring.batch_scores(df, ref).orderBy("payment_id").toPandas()
-    frame = payments_frame(40)
-    want = registered[1].predict_proba(frame[INPUTS[1]])[:, 1]
+    return scoring.batch_scores(features_df(spark), ref).localCheckpoint()
+
+
+def test_batch_scores_are_the_models_probabilities_stamped(scored_v1, registered):
+    scores = scored_v1.orderBy("payment_id").toPandas()
+    want = registered[1].predict_proba(payments_frame(40)[INPUTS[1]])[:, 1]
     assert np.allclose(scores["score"], want)
     assert (scores["flagged"] == (scores["score"] >= 0.5)).all()
     assert set(scores["model_version"]) == {1} and set(scores["model_alias"]) == {"champion"}
-    assert scoring.write_scores(spark, scoring.batch_scores(df, ref), table) == 40
+    assert (scores["threshold"] == 0.5).all() and scores["scored_at"].notna().all()
+    with pytest.raises(ValueError, match="lacks \\['channel'\\]"):
+        scoring.batch_scores(scored_v1, scoring.resolve(NAME, registry.CHAMPION))
+
+
+def test_a_rerun_adds_nothing_and_a_new_version_adds_its_rows(spark, scored_v1, champion_is_1):
+    from lakehouse.course import drop_table
+
+    table = "gold.fraud_scores_ci"
+    drop_table(spark, table)
+    assert scoring.write_scores(spark, scored_v1, table) == 40
     first_scored = spark.table(table).agg(F.max("scored_at")).first()[0]
-    assert scoring.write_scores(spark, scoring.batch_scores(df, ref), table) == 0
-    assert spark.table(table).count() == 40
-    assert spark.table(table).agg(F.max("scored_at")).first()[0] == first_scored
+    assert scoring.write_scores(spark, scored_v1, table) == 0
+    assert spark.table(table).agg(F.count("*"), F.max("scored_at")).first() == (40, first_scored)
     assert "40 payments scored by fraud_scoring_ci v1 (@champion)" in scoring.check_scores(
         spark.table(table), NAME, registry.CHAMPION, 40
     )
     registry.set_alias(NAME, registry.CHAMPION, 2)  # a new champion adds its own rows
-    ref2 = scoring.resolve(NAME, registry.CHAMPION)
-    assert scoring.write_scores(spark, scoring.batch_scores(df, ref2), table) == 40
-    versions = {r[0]: r[1] for r in spark.table(table).groupBy("model_version").count().collect()}
+    by_v2 = scored_v1.withColumns({"model_version": F.lit(2), "threshold": F.lit(0.6)})
+    assert (
+        scoring.write_scores(spark, by_v2.withColumn("flagged", F.col("score") >= 0.6), table) == 40
+    )
+    versions = dict(spark.table(table).groupBy("model_version").count().collect())
     assert versions == {1: 40, 2: 40}
     assert "v2 (@champion)" in scoring.check_scores(spark.table(table), NAME, "champion", 40)
-    with pytest.raises(ValueError, match="lacks \\['log_amount_usd'\\]"):
-        scoring.batch_scores(df.drop("log_amount_usd"), ref2)
 
 
 # --------------------------------------------------------------------------- the wrong answers
 
 
-def good_scores(spark):
-    df = features_df(spark, 30)
-    ref = scoring.resolve(NAME, registry.CHAMPION)
-    return scoring.batch_scores(df, ref, udf=_udf_of(spark, ref)).localCheckpoint()
-
-
-def _udf_of(spark, ref):
-    return scoring.pyfunc_udf(spark, ref)
-
-
-def wrong_batch_answers(spark) -> dict:
+def wrong_batch_answers(good) -> dict:
     """The lesson's batch task, answered wrongly: what each leaves in gold.fraud_scores."""
-    good = good_scores(spark)
     return {
         "rerun appends instead of merging": good.unionByName(good),
         "URI by alias, stamped with the latest version": good.withColumn("model_version", F.lit(2)),
@@ -272,12 +269,12 @@ def wrong_batch_answers(spark) -> dict:
     }
 
 
-def test_check_scores_names_the_fix_for_each_wrong_answer(spark, champion_is_1):
-    assert "30 payments" in scoring.check_scores(good_scores(spark), NAME, "champion", 30)
+def test_check_scores_names_the_fix_for_each_wrong_answer(scored_v1, champion_is_1):
+    assert "40 payments" in scoring.check_scores(scored_v1, NAME, "champion", 40)
     messages = {}
-    for name, df in wrong_batch_answers(spark).items():
+    for name, df in wrong_batch_answers(scored_v1).items():
         with pytest.raises(AssertionError) as caught:
-            scoring.check_scores(df, NAME, "champion", 30)
+            scoring.check_scores(df, NAME, "champion", 40)
         messages[name] = str(caught.value)
     assert "more than once" in messages["rerun appends instead of merging"]
     assert "points at version 1" in messages["URI by alias, stamped with the latest version"]
@@ -300,7 +297,7 @@ def stream(spark, store, champion_is_1, tmp_path):
     source, log = "ml.scoring_source_ci", "ml.inference_log_ci"
     for table in (source, log):
         drop_table(spark, table)
-    features_df(spark, 0).write.format("delta").saveAsTable(source)
+    features_df(spark, 1).limit(0).write.format("delta").saveAsTable(source)
     scoring.create_inference_log(spark, log)
     return {"source": source, "log": log, "checkpoint": str(tmp_path / "checkpoint")}
 
@@ -353,9 +350,10 @@ def test_the_stream_follows_a_promotion_and_logs_each_payment_once(spark, stream
         "champion",
         1,
     )
+    source_row = spark.table(stream["source"]).where("transaction_id = 'T00013'").first()
     assert json.loads(row.features) == {
-        "log_amount_usd": pytest.approx(payments_frame(1, 13)["log_amount_usd"][0]),
-        "channel": payments_frame(1, 13)["channel"][0],
+        "log_amount_usd": pytest.approx(source_row.log_amount_usd),
+        "channel": source_row.channel,
     }
     assert row.flagged == (row.score >= 0.6) and row.latency_ms is None
     assert "nothing written twice" in scoring.check_replay(
@@ -372,7 +370,7 @@ def loaded_once_writer(resolver, app_id, stream):
     def write(batch_df, batch_id):
         rows = scoring.inference_rows(batch_df, ref, model, batch_id=batch_id)
         with idempotent_writes(batch_df.sparkSession, app_id, batch_id):
-            rows.write.format("delta").mode("append").saveAsTable(stream["log"])
+            scoring.append_once(rows, stream["log"], app_id, batch_id)
 
     return write
 
@@ -398,7 +396,7 @@ def test_a_model_loaded_once_at_start_misses_the_promotion(spark, stream, store)
 
 def test_an_append_without_transaction_ids_duplicates_a_replayed_batch(spark, stream, store):
     writer = run_stream(spark, stream, plain_append_writer, store)
-    with pytest.raises(AssertionError, match="appended 8 rows again.*idempotent_writes"):
+    with pytest.raises(AssertionError, match="appended 8 rows again.*txnAppId"):
         scoring.check_replay(
             writer, spark, batch_id=1, source=stream["source"], table=stream["log"]
         )
@@ -423,7 +421,8 @@ def test_the_mistake_catalogue_names_real_cells_and_check_messages():
         "no model_version",
         "classes, not probabilities",
         "loaded the model once",
-        "idempotent_writes(session, app_id, batch_id)",
+        "appended",
+        "txnAppId",
     }
     per_cell = {}
     for mistake in mistakes:

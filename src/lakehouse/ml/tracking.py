@@ -82,15 +82,27 @@ def store_for(spark=None, *, settings=None, engine: str | None = None) -> Store:
     return Store(uri, uri, (folder / "artifacts").as_uri())
 
 
+class _LocalEnvNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'env_manager="local"' not in record.getMessage()
+
+
 def configure(spark=None, *, experiment: str = EXPERIMENT, store: Store | None = None) -> str:
     """Point MLflow at the store (:func:`store_for`) and make ``experiment`` the active one,
     created with its artifacts in the store's folder. Returns the experiment id."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a progress bar per model download (spark_udf, load_model): noise in a lesson
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # creating the SQLite store logs each schema migration: noise in a lesson
-    for name in ("mlflow.store.db.utils", "alembic"):
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.models.flavor_backend_registry"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # spark_udf warns that env_manager="local" does not rebuild the training environment: the
+    # course pins one environment, and MODEL_REQUIREMENTS are its versions
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _LocalEnvNotice) for f in pyfunc_logger.filters):
+        pyfunc_logger.addFilter(_LocalEnvNotice())
     store = store or store_for(spark)
     if store.artifact_location is not None:
         Path(store.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(

@@ -337,7 +337,7 @@ def test_the_stream_follows_a_promotion_and_logs_each_payment_once(spark, stream
     writer = run_stream(spark, stream, right_writer, store)
     log = spark.table(stream["log"])
     assert scoring.versions_by_batch(log) == {0: [1], 1: [2]}
-    assert "by v2: the promotion" in scoring.check_promotion_followed(
+    assert "[1] by the promoted version" in scoring.check_promotion_followed(
         log, before=1, after=2, first_batch_after=1
     )
     assert "20 payments logged exactly once" in scoring.check_exactly_once(

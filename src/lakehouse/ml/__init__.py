@@ -30,6 +30,15 @@ The module's tables, lesson by lesson::
     lakehouse.ml.churn      weekly observation dates, the time split with a gap of the
                             horizon, the retention offer's profit, the model card
 
+    silver.payments + the tables of 01 + models:/fraud_detector@champion
+      -> gold.fraud_scores             per payment and model version: score, threshold,
+                                       flagged, stamped with name, version, alias, time  06
+      -> ml.inference_log              per scoring on the stream (and from serving): the
+                                       version, the features as JSON, the decision         06
+
+    lakehouse.ml.scoring    spark_udf batch scoring, the foreachBatch scorer that resolves
+                            @champion per micro-batch, exactly-once logging, the checks
+
     HTTP requests -> router (hash split 90/10, shadow) -> mlflow models serve x 2
       -> ml.inference_log              one row per (request_id, role): served or shadow  07
                                        (JSON lines merged into Delta, idempotent)

@@ -713,8 +713,9 @@ def check_promotion_followed(
                 )
             )
     return (
-        f"batches {sorted(b for b in batches if b < first_batch_after)} scored by v{before}, "
-        f"batches {sorted(later)} by v{after}: the promotion reached the running query"
+        f"batches {sorted(b for b in batches if b < first_batch_after)} scored by the champion "
+        f"before the promotion, batches {sorted(later)} by the promoted version: the promotion "
+        "reached the running query"
     )
 
 

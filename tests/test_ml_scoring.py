@@ -208,6 +208,54 @@ def test_the_writer_id_is_stable_per_checkpoint_and_new_after_a_reset(tmp_path):
     assert scoring.writer_id("ml.inference_log", checkpoint) != first
 
 
+def examples_frame(n: int = 600, seed: int = 3) -> pd.DataFrame:
+    """Lesson 02's example columns over June, with fraud notices (label times) for a few."""
+    rng = np.random.default_rng(seed)
+    event = pd.Timestamp("2026-06-01") + pd.to_timedelta(rng.uniform(0, 29 * 86400, n), "s")
+    channel = rng.choice(["online", "pos", "atm"], n)
+    fraud = (channel == "online") & (rng.random(n) < 0.25) | (rng.random(n) < 0.02)
+    frame = pd.DataFrame(
+        {
+            training.KEY: [f"T{i:05d}" for i in range(n)],
+            "customer_id": [f"C{i % 40:03d}" for i in range(n)],
+            training.TIME: event,
+            training.ARRIVAL: event + pd.Timedelta(seconds=5),
+            training.AMOUNT: rng.lognormal(4, 1, n),
+            "customer_mean_usd": rng.lognormal(4, 0.5, n),
+            **{c: rng.normal(0, 1, n) for c in training.NUMERIC_FEATURES},
+            "channel": channel,
+            "merchant_category": rng.choice(["grocery", "travel", "electronics"], n),
+            "card_network": rng.choice(["visa", "mastercard"], n),
+            training.LABEL_TIME: np.where(fraud, event + pd.Timedelta(days=2), pd.NaT),
+        }
+    )
+    return frame[list(training.EXAMPLE_COLUMNS)]
+
+
+def test_ensure_champion_trains_registers_and_tags_a_champion_only_when_missing(spark, store):
+    from lakehouse.course import drop_table
+
+    drop_table(spark, training.EXAMPLES_TABLE)
+    spark.sql("CREATE SCHEMA IF NOT EXISTS ml")
+    frame = examples_frame()
+    frame[training.LABEL_TIME] = pd.to_datetime(frame[training.LABEL_TIME])
+    spark.createDataFrame(frame).write.format("delta").saveAsTable(training.EXAMPLES_TABLE)
+    name = registry.registered_name(spark)
+    registry.delete_model(name)
+    version = registry.ensure_champion(spark)
+    assert registry.aliases(name) == {registry.CHAMPION: version}
+    tags = registry.version_tags(name, version)
+    assert tags["lakehouse.model"] == "categories_only"
+    assert 0 < float(tags[registry.THRESHOLD_TAG]) < 1
+    ref = scoring.resolve(name, registry.CHAMPION)  # probabilities, the categories as inputs
+    assert ref.inputs == training.CATEGORICAL_FEATURES
+    assert registry.ensure_champion(spark) == version  # there is one: nothing trained
+    assert len(registry._client().search_model_versions(f"name='{name}'")) == 1
+    with pytest.raises(ValueError, match="ensure_alias builds champion or challenger"):
+        registry.ensure_alias(spark, registry.PREVIOUS)
+    drop_table(spark, training.EXAMPLES_TABLE)
+
+
 # --------------------------------------------------------------------------- batch
 
 

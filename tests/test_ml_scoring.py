@@ -226,7 +226,7 @@ def examples_frame(n: int = 600, seed: int = 3) -> pd.DataFrame:
             "channel": channel,
             "merchant_category": rng.choice(["grocery", "travel", "electronics"], n),
             "card_network": rng.choice(["visa", "mastercard"], n),
-            training.LABEL_TIME: np.where(fraud, event + pd.Timedelta(days=2), pd.NaT),
+            training.LABEL_TIME: pd.Series(event + pd.Timedelta(days=2)).where(fraud),
         }
     )
     return frame[list(training.EXAMPLE_COLUMNS)]
@@ -237,9 +237,9 @@ def test_ensure_champion_trains_registers_and_tags_a_champion_only_when_missing(
 
     drop_table(spark, training.EXAMPLES_TABLE)
     spark.sql("CREATE SCHEMA IF NOT EXISTS ml")
-    frame = examples_frame()
-    frame[training.LABEL_TIME] = pd.to_datetime(frame[training.LABEL_TIME])
-    spark.createDataFrame(frame).write.format("delta").saveAsTable(training.EXAMPLES_TABLE)
+    spark.createDataFrame(examples_frame()).write.format("delta").saveAsTable(
+        training.EXAMPLES_TABLE
+    )
     name = registry.registered_name(spark)
     registry.delete_model(name)
     version = registry.ensure_champion(spark)

@@ -593,3 +593,11 @@ def test_every_catalogued_mistake_is_caught_by_its_check(mistake):
                 for alias, row in router.split_summary(log_pdf).iterrows()
             }
             abtest.check_readout(namespace["readout"], namespace["decision"], counts)
+
+
+def test_the_router_logs_the_columns_the_scoring_stream_creates():
+    from lakehouse.ml import scoring
+
+    created = [(f.name, f.dataType.simpleString()) for f in scoring.INFERENCE_LOG_SCHEMA.fields]
+    logged = [(f.name, f.dataType.simpleString()) for f in router.inference_log_schema().fields]
+    assert logged == created

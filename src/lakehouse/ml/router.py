@@ -510,12 +510,11 @@ def inference_log_schema():
 
 
 def ensure_inference_log(spark, table: str = INFERENCE_LOG) -> None:
-    """Create the Delta table ``table`` with :data:`INFERENCE_LOG_COLUMNS` if it is missing."""
-    if spark.catalog.tableExists(table):
-        return
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    empty = spark.createDataFrame([], inference_log_schema())
-    empty.write.format("delta").mode("ignore").saveAsTable(table)
+    """Create the Delta table ``table`` if it is missing, as the scoring stream of lesson 06
+    does (:func:`lakehouse.ml.scoring.create_inference_log`: one table, one definition)."""
+    from lakehouse.ml import scoring
+
+    scoring.create_inference_log(spark, table)
 
 
 def _spark_rows(frame: pd.DataFrame) -> list[tuple]:

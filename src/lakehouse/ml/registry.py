@@ -774,8 +774,8 @@ def rollback(name: str, *, reason: str = "rolled back") -> int:
 # What ensure_champion trains when the registry has no champion: lesson 04's version 1 (the
 # payment's categories only) as champion, its version 4 (every feature) as challenger, on
 # lesson 04's split (T1, the label gap, the validation days that choose the threshold).
-STARTER_MODELS = {CHAMPION: "categories_only", CHALLENGER: "all_features"}
-STARTER_SPLIT = {"train_end": "2026-06-15", "label_gap_days": 7, "validation_days": 5}
+LESSON_04_MODELS = {CHAMPION: "categories_only", CHALLENGER: "all_features"}
+LESSON_04_SPLIT = {"train_end": "2026-06-15", "label_gap_days": 7, "validation_days": 5}
 
 
 def starter_model(numeric: Sequence[str] = ()):
@@ -807,14 +807,14 @@ def ensure_alias(
     seed: int = 42,
 ) -> int:
     """The version ``alias`` of the fraud model points at; when it points nowhere, train
-    :data:`STARTER_MODELS`' model for it on lesson 04's split (the examples of lesson 02,
+    :data:`LESSON_04_MODELS`' model for it on lesson 04's split (the examples of lesson 02,
     built when missing), log it, register it with its threshold tag and point ``alias`` at
     it. Returns the version. A lesson that needs a champion calls this instead of requiring
     lesson 04's run."""
     from lakehouse.ml import tracking, training
 
-    if alias not in STARTER_MODELS:
-        raise ValueError(f"alias {alias!r}: ensure_alias builds {' or '.join(STARTER_MODELS)}")
+    if alias not in LESSON_04_MODELS:
+        raise ValueError(f"alias {alias!r}: ensure_alias builds {' or '.join(LESSON_04_MODELS)}")
     tracking.configure(spark)
     name = name or registered_name(spark)
     found = version_of(name, alias)
@@ -825,13 +825,13 @@ def ensure_alias(
     examples_version = training.table_version(spark, training.EXAMPLES_TABLE)
     examples = training.to_pandas_bounded(spark.table(training.EXAMPLES_TABLE), max_rows, seed=seed)
     split = ev.TimeSplit(
-        STARTER_SPLIT["train_end"], pd.Timedelta(days=STARTER_SPLIT["label_gap_days"])
+        LESSON_04_SPLIT["train_end"], pd.Timedelta(days=LESSON_04_SPLIT["label_gap_days"])
     )
     train, _ = split.apply(examples)
-    validation_start = split.train_end - pd.Timedelta(days=STARTER_SPLIT["validation_days"])
+    validation_start = split.train_end - pd.Timedelta(days=LESSON_04_SPLIT["validation_days"])
     fit = train[train[training.TIME] < validation_start]
     validation = train[train[training.TIME] >= validation_start]
-    model_name = STARTER_MODELS[alias]
+    model_name = LESSON_04_MODELS[alias]
     numeric = () if model_name == "categories_only" else training.NUMERIC_FEATURES
     inputs = [*numeric, *training.CATEGORICAL_FEATURES]
     model = starter_model(numeric).fit(fit[inputs], fit[ev.LABEL])
@@ -845,7 +845,7 @@ def ensure_alias(
         fit[ev.LABEL],
         table=training.EXAMPLES_TABLE,
         table_version=examples_version,
-        params={"train_end": STARTER_SPLIT["train_end"], "built_by": "ensure_alias"},
+        params={"train_end": LESSON_04_SPLIT["train_end"], "built_by": "ensure_alias"},
         metrics={"threshold": threshold},
         spark=spark,
     )
@@ -965,13 +965,15 @@ __all__ = [
     "GATE_TAG",
     "HOLDOUT_TABLE",
     "HOLDOUT_TAG",
+    "LESSON_04_MODELS",
+    "LESSON_04_SPLIT",
     "PREVIOUS",
     "REGISTERED_MODEL",
     "REPLACED_TAG",
     "ROLLED_BACK_TAG",
     "SLICE_COLUMNS",
-    "STARTER_MODELS",
-    "STARTER_SPLIT",
+    "LESSON_04_MODELS",
+    "LESSON_04_SPLIT",
     "THRESHOLD_TAG",
     "Check",
     "GatePolicy",

@@ -26,6 +26,7 @@ _LONGEST_FIRST = (
     "test_reliability.py",
     "test_extract.py",
     "test_ml_features.py",
+    "test_ml_scoring.py",
     "test_streaming_kafka.py",
     "test_conformance.py",
     "test_services.py",

@@ -6,6 +6,7 @@ cannot start says why, with its log."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -56,8 +57,6 @@ def run(env: dict, *args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    import os
-
     workdir = tmp_path_factory.mktemp("shared-driver")
     env = {k: v for k, v in ci_environment(workdir).items() if v is not None}
     with shared_driver.running(env, workdir / "host.log") as attach:
@@ -93,3 +92,24 @@ def test_a_host_that_cannot_start_shows_its_log(tmp_path):
     with pytest.raises(shared_driver.SharedDriverError, match="no-such-engine"):
         with shared_driver.running(env, tmp_path / "host.log"):
             pass
+
+
+def test_a_driver_that_is_gone_is_named_with_the_fix(tmp_path):
+    from lakehouse.services import free_port
+
+    env = {
+        **os.environ,
+        shared_driver.PORT_VARIABLE: str(free_port()),  # nothing listens there
+        shared_driver.SECRET_VARIABLE: "no-secret",
+        "LAKEHOUSE_LAKE": str(tmp_path / "lake"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from lakehouse import get_spark; get_spark()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "no Spark driver answers" in result.stderr
+    assert f"Unset {shared_driver.PORT_VARIABLE}" in result.stderr

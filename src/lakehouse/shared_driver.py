@@ -96,14 +96,22 @@ def attach(runtime_conf: Mapping[str, str]):
     """A session of its own on the driver named by ``PYSPARK_GATEWAY_PORT``, or None when that
     driver has no session yet (a JVM that ``spark-submit`` started for this program: the usual
     ``getOrCreate`` then builds the first one) or this process already has one."""
+    from py4j.protocol import Py4JError
     from pyspark import SparkContext
     from pyspark.java_gateway import launch_gateway
     from pyspark.sql import SparkSession
 
     if PORT_VARIABLE not in os.environ or SparkContext._active_spark_context is not None:
         return None
-    gateway = launch_gateway()
-    default = gateway.jvm.org.apache.spark.sql.SparkSession.getDefaultSession()
+    try:
+        gateway = launch_gateway()
+        default = gateway.jvm.org.apache.spark.sql.SparkSession.getDefaultSession()
+    except (OSError, Py4JError) as exc:
+        raise SharedDriverError(
+            f"no Spark driver answers at {PORT_VARIABLE}={os.environ[PORT_VARIABLE]} ({exc}): "
+            f"the process that shared it has stopped. Unset {PORT_VARIABLE} and "
+            f"{SECRET_VARIABLE} for a driver of this kernel's own."
+        ) from None
     if default.isEmpty():
         gateway.close()
         return None

@@ -62,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=20, help="records per batched request")
     parser.add_argument("--clients", type=int, default=4, help="threads of the maximum load")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="length of a max load")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per model server")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="uvicorn workers per model server (one per core)"
+    )
     parser.add_argument("--parts", type=int, default=500, help="repeats of each part timed")
     parser.add_argument("--out", help="write every figure as JSON here")
     args = parser.parse_args(argv)

@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     begin = time.perf_counter()
     with ExitStack() as stack:
-        if not (args.own_drivers or os.environ.get("SPARK_REMOTE") or args.engine == "databricks"):
-            attach = stack.enter_context(shared_driver.running({}, out_dir / "shared-driver.log"))
+        if not args.own_drivers:
+            attach = stack.enter_context(shared_driver.for_kernels(out_dir / "shared-driver.log"))
             os.environ.update(attach)
-            summary["shared_driver"] = True
+            summary["shared_driver"] = bool(attach)
         run_all(solutions, root, out_dir, parameters, kernel, args, summary)
 
     summary["total_seconds"]

@@ -714,8 +714,14 @@ def write_expected(
         chosen = sorted(Path(s).resolve() for s in solutions)
     params = dict(CI_PARAMETERS if parameters is None else parameters)
     written: list[Path] = []
+    from lakehouse.shared_driver import for_kernels  # one driver for the kernels, as the test
+
     with tempfile.TemporaryDirectory(prefix="lakehouse-expected-") as tmp:
-        with environ(ci_environment(tmp)), _shared_driver(Path(tmp) / "shared-driver.log"):
+        with (
+            environ(ci_environment(tmp)),
+            for_kernels(Path(tmp) / "shared-driver.log") as attach,
+            environ(attach),
+        ):
             for solution in chosen:
                 out = Path(tmp) / "out" / solution.relative_to(root / SOLUTIONS_DIR)
                 log_file = out.with_suffix(".log")
@@ -739,19 +745,6 @@ def write_expected(
                     written.append(target)
                 log(f"  wrote {target.relative_to(root)}")
     return written
-
-
-@contextmanager
-def _shared_driver(log: Path):
-    """One Spark driver the kernels take turns on, as the classic nbval test runs them
-    (:mod:`lakehouse.shared_driver`); none through Spark Connect."""
-    if os.environ.get("SPARK_REMOTE"):
-        yield
-        return
-    from lakehouse import shared_driver
-
-    with shared_driver.running({}, log) as attach, environ(attach):
-        yield
 
 
 def _tail(path: Path, lines: int = 20) -> str:

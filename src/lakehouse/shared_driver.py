@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from lakehouse.services import tail
+
 PORT_VARIABLE = "PYSPARK_GATEWAY_PORT"
 SECRET_VARIABLE = "PYSPARK_GATEWAY_SECRET"
 START_TIMEOUT_S = 300
@@ -63,6 +65,18 @@ def running(env: Mapping[str, str | None], log: str | Path) -> Iterator[dict[str
         _stop(process)
 
 
+@contextmanager
+def for_kernels(log: str | Path) -> Iterator[dict[str, str]]:
+    """:func:`running` with this process's environment, yielding the variables that attach a
+    kernel to it; through Spark Connect (``SPARK_REMOTE``) or on Databricks there is no local
+    driver to share, and it yields no variables."""
+    if os.environ.get("SPARK_REMOTE") or os.environ.get("LAKEHOUSE_ENGINE") == "databricks":
+        yield {}
+        return
+    with running({}, log) as attach:
+        yield attach
+
+
 def _read_address(process: subprocess.Popen, log: str | Path) -> tuple[str, str]:
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
@@ -70,10 +84,9 @@ def _read_address(process: subprocess.Popen, log: str | Path) -> tuple[str, str]
     line = process.stdout.readline().decode().split() if ready else []
     if len(line) != 2:
         _stop(process)
-        tail = Path(log).read_text(errors="replace")[-3000:]
         raise SharedDriverError(
             f"the shared Spark driver did not start within {START_TIMEOUT_S} s "
-            f"(exit code {process.poll()}); its log, {log}, ends with:\n{tail}"
+            f"(exit code {process.poll()}); its log, {log}, ends with:\n{tail(Path(log), 40)}"
         )
     return line[0], line[1]
 

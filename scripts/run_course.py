@@ -196,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
             summary["shared_driver"] = bool(attach)
         run_all(solutions, root, out_dir, parameters, kernel, args, summary)
 
-    summary["total_seconds"]
     summary["total_seconds"] = round(time.perf_counter() - begin, 2)
     summary["passed"] = sum(row["status"] == "passed" for row in summary["notebooks"])
     summary["failed"] = sum(row["status"] == "failed" for row in summary["notebooks"])

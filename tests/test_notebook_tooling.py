@@ -402,3 +402,25 @@ def test_cli_generate_then_check(tmp_path, capsys):
 def test_repository_notebooks_follow_the_conventions(repo_root):
     problems = find_problems(repo_root)
     assert problems == [], "notebook problems:\n" + "\n".join(problems)
+
+
+def test_run_course_runs_a_notebook_and_writes_its_summary(tmp_path, repo_root):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("run_course", repo_root / "scripts/run_course.py")
+    run_course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_course)
+    probe = tmp_path / "solutions" / "00_probe" / "00_probe.ipynb"
+    probe.parent.mkdir(parents=True)
+    parameters = new_code_cell('scale = "tiny"\nreset = False')
+    parameters.metadata["tags"] = ["parameters"]
+    probe_nb = new_notebook(cells=[parameters, new_code_cell("print(scale)")])
+    probe_nb.metadata["kernelspec"] = {"name": "python3", "language": "python"}
+    notebooks.write(probe_nb, probe)
+    out = tmp_path / "report"
+    argv = ["--root", str(tmp_path), "--out", str(out), "--own-drivers", str(probe)]
+    assert run_course.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["passed"], summary["failed"]) == (1, 0)
+    assert summary["notebooks"][0]["notebook"] == "00_probe/00_probe.ipynb"

@@ -35,7 +35,7 @@ import pandas as pd
 
 from lakehouse.ml import FRAUD_HOLDOUT
 from lakehouse.ml import evaluation as ev
-from lakehouse.ml.training import AMOUNT, FEATURE_COLUMNS, KEY
+from lakehouse.ml.training import AMOUNT, FEATURE_COLUMNS, KEY, NUMERIC_FEATURES
 
 REGISTERED_MODEL = "fraud_detector"
 HOLDOUT_TABLE = FRAUD_HOLDOUT
@@ -49,6 +49,7 @@ GATE_TAG = "lakehouse.gate"
 REPLACED_TAG = "lakehouse.replaced_version"
 ROLLED_BACK_TAG = "lakehouse.rolled_back"
 HOLDOUT_TAG = "lakehouse.holdout"
+MODEL_TAG = "lakehouse.model"  # the recipe a version was trained with (e.g. all_features)
 
 AMOUNT_BAND = "amount_band"
 # Upper bounds of the amount bands in USD (the last band is open).
@@ -127,6 +128,18 @@ def aliases(name: str) -> dict[str, int]:
     """Every alias of ``name`` and its version, by alias name."""
     model = _client().get_registered_model(name)
     return {alias: int(version) for alias, version in sorted(model.aliases.items())}
+
+
+def restore_aliases(name: str, saved: dict[str, int]) -> dict[str, int]:
+    """Point the aliases of ``name`` back where ``saved`` (an earlier :func:`aliases`) says,
+    and remove those it did not have: how a lesson that promotes leaves the registry as it
+    found it, so it can run again. Returns the aliases now."""
+    client = _client()
+    for alias in set(aliases(name)) - set(saved):
+        client.delete_registered_model_alias(name, alias)
+    for alias, version in saved.items():
+        set_alias(name, alias, version)
+    return aliases(name)
 
 
 def version_tags(name: str, version: int) -> dict[str, str]:
@@ -798,6 +811,74 @@ def starter_model(numeric: Sequence[str] = ()):
     return Pipeline([("features", preparation), ("model", model)])
 
 
+# Lesson 04's recipes by name: the numeric features each one uses (the categorical ones always)
+RECIPES = {
+    "categories_only": (),
+    "without_ratio": tuple(c for c in NUMERIC_FEATURES if c != "log_amount_to_mean_30d"),
+    "all_features": NUMERIC_FEATURES,
+}
+
+
+def recipe_inputs(recipe: str) -> list[str]:
+    """The input columns of a recipe of :data:`RECIPES`: its numeric features and the
+    categorical ones."""
+    from lakehouse.ml import training
+
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r}: use one of {sorted(RECIPES)}")
+    return [*RECIPES[recipe], *training.CATEGORICAL_FEATURES]
+
+
+def fit_recipe(recipe: str, fit: pd.DataFrame, validation: pd.DataFrame):
+    """Fit :func:`starter_model` with ``recipe``'s inputs on ``fit`` and choose its threshold
+    by expected cost on ``validation`` (later days than ``fit``: the threshold is chosen on
+    rows the model did not learn from). Returns ``(model, threshold, inputs)``."""
+    from lakehouse.ml import tracking, training
+
+    inputs = recipe_inputs(recipe)
+    numeric = [c for c in inputs if c not in training.CATEGORICAL_FEATURES]
+    for frame, what in ((fit, "fit"), (validation, "validation")):
+        if frame.empty or frame[ev.LABEL].nunique() < 2:
+            raise ValueError(
+                f"the {what} rows hold {len(frame)} payments and "
+                f"{int(frame[ev.LABEL].sum()) if len(frame) else 0} frauds: a model needs "
+                "both classes there (widen the training period)"
+            )
+    model = starter_model(numeric).fit(fit[inputs], fit[ev.LABEL])
+    threshold = ev.choose_threshold(
+        validation[ev.LABEL], tracking.scores(model, validation[inputs]), validation[AMOUNT]
+    )
+    return model, float(threshold), inputs
+
+
+def holdout_start() -> pd.Timestamp:
+    """Where lesson 04's frozen holdout starts: T1 plus the label gap (:data:`LESSON_04_SPLIT`)."""
+    return pd.Timestamp(LESSON_04_SPLIT["train_end"]) + pd.Timedelta(
+        days=LESSON_04_SPLIT["label_gap_days"]
+    )
+
+
+def ensure_holdout(spark, table: str = HOLDOUT_TABLE) -> Holdout:
+    """Lesson 04's frozen holdout, frozen first when the lake has none: the examples of
+    lesson 02 (built when missing) from :func:`holdout_start` on, with their labels as the
+    ``label`` column. Returns it as read at its first version."""
+    from pyspark.sql import functions as F
+
+    from lakehouse.ml import training
+
+    if not table_exists(spark, table):
+        if not spark.catalog.tableExists(training.EXAMPLES_TABLE):
+            training.write_examples(spark, training.fraud_examples(spark))
+        holdout_df = (
+            spark.table(training.EXAMPLES_TABLE)
+            .where(F.col(training.TIME) >= F.lit(holdout_start()))
+            .withColumn(ev.LABEL, F.col(training.LABEL_TIME).isNotNull().cast("int"))
+        )
+        freeze_holdout(spark, holdout_df, table)
+    history = spark.sql(f"DESCRIBE HISTORY {table}").select("version").collect()
+    return read_holdout(spark, table, min(int(row["version"]) for row in history))
+
+
 def ensure_alias(
     spark,
     alias: str = CHAMPION,
@@ -832,12 +913,7 @@ def ensure_alias(
     fit = train[train[training.TIME] < validation_start]
     validation = train[train[training.TIME] >= validation_start]
     model_name = LESSON_04_MODELS[alias]
-    numeric = () if model_name == "categories_only" else training.NUMERIC_FEATURES
-    inputs = [*numeric, *training.CATEGORICAL_FEATURES]
-    model = starter_model(numeric).fit(fit[inputs], fit[ev.LABEL])
-    threshold = ev.choose_threshold(
-        validation[ev.LABEL], tracking.scores(model, validation[inputs]), validation[AMOUNT]
-    )
+    model, threshold, inputs = fit_recipe(model_name, fit, validation)
     logged = tracking.log_training_run(
         model,
         model_name,
@@ -853,7 +929,7 @@ def ensure_alias(
         logged.model_uri,
         name,
         alias=alias,
-        tags={THRESHOLD_TAG: threshold, "lakehouse.model": model_name},
+        tags={THRESHOLD_TAG: threshold, MODEL_TAG: model_name},
     )
 
 

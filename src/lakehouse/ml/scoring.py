@@ -63,7 +63,7 @@ ARRIVALS = "ml.payment_arrivals"
 STREAM_NAME = "fraud_scoring"  # its checkpoint: <lake>/<catalog>/_checkpoints/streaming/<name>
 WRITER_FILE = "_lakehouse_writer_id"  # in the checkpoint folder: see writer_id()
 
-SOURCES = ("stream", "serving")
+SOURCES = ("stream", "serving", "replay")  # replay: the retraining job's shadow
 ROLES = ("served", "shadow")
 SCORES_KEY = ("payment_id", "model_name", "model_version")
 LOG_KEY = ("request_id", "model_version", "role")
@@ -91,7 +91,7 @@ SCORES_COMMENT = (
 INFERENCE_LOG_SCHEMA = StructType(
     [
         _field("request_id", StringType(), "The payment_id on the stream; the router's id (HTTP)"),
-        _field("source", StringType(), "'stream' or 'serving'", nullable=False),
+        _field("source", StringType(), "'stream', 'serving' or 'replay'", nullable=False),
         _field("payment_id", StringType(), "The payment scored"),
         _field("customer_id", StringType(), "The payment's customer"),
         _field("event_ts", TimestampType(), "The payment's arrival (ingest_ts)"),

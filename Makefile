@@ -4,6 +4,7 @@
 #   make course [SCALE=tiny|small|medium|large] [ENGINE=embedded|delta-spark|databricks|auto]
 #   make test   [PYTEST_ARGS='-m "not notebooks"'] [PYTEST_WORKERS=2|0]
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
+#   make retrain [RECIPE=...] [AS_OF=...] # the fraud model's retraining loop, evidence in ml.retraining_runs
 #   make lab | exercises | strip | expected | lint | bench | bench-streaming | bench-serving
 #   make reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
@@ -31,13 +32,14 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test reconcile lab exercises strip expected check-notebooks lint bench bench-streaming bench-serving \
+.PHONY: help bootstrap course test reconcile retrain lab exercises strip expected check-notebooks lint bench bench-streaming bench-serving \
 	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop pg-load reset clean
 
 help:
 	@echo "make course     run every solution notebook (SCALE=$(SCALE)); summary in reports/run-<scale>/"
 	@echo "make test       the whole test suite (library, engines, notebooks)"
 	@echo "make reconcile  prove rows in = kept + quarantined for every source (SCALE=$(SCALE))"
+	@echo "make retrain    the fraud model's retraining loop as one job (RECIPE=, AS_OF=); evidence in ml.retraining_runs"
 	@echo "make lab        open the course in Jupyter Lab (notebooks share a local Spark Connect server)"
 	@echo "make exercises  regenerate the exercise notebooks from solutions/"
 	@echo "make strip      strip outputs from the course notebooks"
@@ -73,6 +75,13 @@ test: bootstrap
 
 reconcile: bootstrap
 	@$(PY) scripts/reconcile.py --scale $(SCALE)
+
+# decide -> retrain -> register -> gate -> shadow -> A/B -> promote -> verify, each step's
+# outcome and evidence appended to ml.retraining_runs (lakehouse.ml.retraining_job). It builds
+# what it needs when the lake lacks it (examples, the frozen holdout, a champion, its scores).
+retrain: bootstrap
+	@MLFLOW_DISABLE_TELEMETRY=true $(PY) -m lakehouse.ml.retraining_job --scale $(SCALE) \
+		$(if $(RECIPE),--recipe $(RECIPE)) $(if $(AS_OF),--as-of $(AS_OF))
 
 # Every notebook of the lab shares one local Spark Connect server (started here, left running
 # for the next `make lab`; `make connect-stop` ends it): several notebooks open at once then share

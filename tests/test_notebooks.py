@@ -21,6 +21,7 @@ from helpers.notebook_runs import (
     cases,
     kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
+    mistakes_report,
     mode_run,
     pg_port,  # noqa: F401 (a fixture)
     requires_java,
@@ -29,7 +30,7 @@ from helpers.notebook_runs import (
 )
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lakehouse import notebooks, shared_driver
+from lakehouse import mistakes, notebooks, shared_driver
 
 pytestmark = [pytest.mark.notebooks, requires_java]
 
@@ -59,3 +60,17 @@ def test_solution_notebook_runs(solution, kernel_name, classic_run, monkeypatch)
         run_nbval(solution, workdir, env)
         return
     run_papermill(solution, "classic", workdir, env, kernel_name, monkeypatch)
+
+
+def test_every_catalogued_mistake_was_proven_caught(classic_run):
+    """After the lessons (pytest keeps a file's order): the harness cells of the lessons that
+    ran proved every mistake of a task with check cells caught (a harness cell fails its
+    lesson otherwise); the table per lesson is printed."""
+    workdir, _ = classic_run
+    table = mistakes.report(ROOT, mistakes_report(workdir))
+    print("\n" + table.to_string(index=False))
+    ran = table[table["caught"].notna()]
+    if ran.empty:
+        pytest.skip("no lesson with catalogued mistakes ran in this session")
+    short = ran[ran["caught"] < ran["provable in kernel"]]
+    assert short.empty, f"mistakes not all proven caught: {short.to_dict('records')}"

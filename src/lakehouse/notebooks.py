@@ -655,10 +655,14 @@ def read_expected(path: str | Path) -> dict:
     return data
 
 
-def materialize_expected(root: str | Path, solution: str | Path, dest: str | Path) -> Path:
+def materialize_expected(
+    root: str | Path, solution: str | Path, dest: str | Path, *, harness: bool = False
+) -> Path:
     """Write the notebook nbval runs for ``solution`` into the folder ``dest``: the solution with
     its CI parameters injected as papermill does, and the committed expected outputs in the
-    marked cells. Returns its path (same relative path as under ``solutions/``)."""
+    marked cells. With ``harness``, a cell after each task's checks proves its catalogued
+    mistakes caught in the same kernel (:mod:`lakehouse.mistakes`). Returns its path (same
+    relative path as under ``solutions/``)."""
     from papermill.parameterize import parameterize_notebook
 
     root = Path(root)
@@ -685,7 +689,12 @@ def materialize_expected(root: str | Path, solution: str | Path, dest: str | Pat
         cell.execution_count = entry["cell"] + 1  # nbval skips cells it considers unrun
     for key in _NOISY_NOTEBOOK_METADATA:
         parameterized.metadata.pop(key, None)
-    target = Path(dest) / solution.relative_to(root / SOLUTIONS_DIR)
+    lesson = solution.relative_to(root / SOLUTIONS_DIR).as_posix()
+    if harness:
+        from lakehouse import mistakes
+
+        mistakes.insert_harness(parameterized, mistakes.load(solution), lesson)
+    target = Path(dest) / lesson
     write(parameterized, target)
     return target
 
@@ -777,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
     strip.add_argument("paths", nargs="*", type=Path)
     expected = sub.add_parser("expected", help="refresh nbval expected outputs in tests/expected/")
     expected.add_argument("paths", nargs="*", type=Path, help="solution notebooks (default: all)")
+    catalogue = sub.add_parser(
+        "mistakes", help="per lesson: tasks, mistakes catalogued and (with --report) caught"
+    )
+    catalogue.add_argument(
+        "--report", type=Path, default=None, help="a harness report (JSON lines) of a test run"
+    )
     args = parser.parse_args(argv)
     root = (args.root or _repo_root()).resolve()
 
@@ -807,6 +822,12 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"{len(written)} expected-output notebook(s) updated")
+        return 0
+    if args.command == "mistakes":
+        from lakehouse import mistakes
+
+        table = mistakes.report(root, args.report)
+        print(table.to_string(index=False))
         return 0
     return 2
 

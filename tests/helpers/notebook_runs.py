@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import connect_server, notebooks
+from lakehouse import connect_server, mistakes, notebooks
 from lakehouse.notebooks import CI_PARAMETERS, SANITIZE_FILE
 
 # LAKEHOUSE_COURSE_ROOT points the suite at another checkout (handy for trying the machinery).
@@ -154,11 +154,19 @@ def run_papermill(
         )
 
 
+def mistakes_report(workdir: Path) -> Path:
+    """Where the mistake harness of this mode's lessons writes its proofs (JSON lines)."""
+    return workdir / "mistakes.jsonl"
+
+
 def run_nbval(solution: Path, workdir: Path, env: dict) -> None:
-    """Execute the solution under nbval in this mode's lake and compare its marked outputs."""
-    notebook = notebooks.materialize_expected(ROOT, solution, workdir / "nbval")
+    """Execute the solution under nbval in this mode's lake and compare its marked outputs;
+    after each task's checks, prove its catalogued mistakes caught in the same kernel
+    (lakehouse.mistakes), the proofs appended to :func:`mistakes_report`."""
+    notebook = notebooks.materialize_expected(ROOT, solution, workdir / "nbval", harness=True)
     run_env = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
     run_env.pop("SPARK_REMOTE", None)
+    run_env[mistakes.REPORT_ENV] = str(mistakes_report(workdir))
     command = [
         sys.executable,
         "-m",

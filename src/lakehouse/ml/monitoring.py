@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from lakehouse.ml.training import KEY, LABEL_TIME
+from lakehouse.ml.training import LABEL_TIME
 
 # --------------------------------------------------------------------------- names
 
@@ -762,85 +762,6 @@ def alerted_windows(alerts_pdf: pd.DataFrame, severity: str | None = None) -> li
     """The start of every window with at least one alert (of ``severity``, or any)."""
     rows = alerts_pdf if severity is None else alerts_pdf[alerts_pdf["severity"] == severity]
     return sorted(pd.to_datetime(rows["window_start"]).unique())
-
-
-# --------------------------------------------------------------------------- the inference data
-
-
-def scores_schema():
-    """``gold.fraud_scores``: one row per (payment_id, model_name, model_version)."""
-    from pyspark.sql.types import (
-        BooleanType,
-        DoubleType,
-        IntegerType,
-        StringType,
-        StructField,
-        StructType,
-        TimestampType,
-    )
-
-    return StructType(
-        [
-            StructField("payment_id", StringType(), False),
-            StructField("customer_id", StringType()),
-            StructField("event_ts", TimestampType()),
-            StructField("model_name", StringType(), False),
-            StructField("model_version", IntegerType(), False),
-            StructField("model_alias", StringType()),
-            StructField("score", DoubleType()),
-            StructField("threshold", DoubleType()),
-            StructField("flagged", BooleanType()),
-            StructField("scored_at", TimestampType()),
-        ]
-    )
-
-
-def score_examples_into_gold(
-    spark, examples_pdf: pd.DataFrame, *, name: str, alias: str = "champion", table=SCORES_TABLE
-) -> int:
-    """Score ``examples_pdf`` (lesson 02's examples) with the model ``alias`` of ``name``
-    points at, in pandas, and append to ``table`` (the ``gold.fraud_scores`` contract) the
-    payments that version has not scored yet: a rerun adds nothing. Returns the rows added.
-    (Lesson 06's batch scoring writes the same table; this is the small form a monitor needs
-    when it finds no scores.)"""
-    from lakehouse.ml import registry, tracking
-    from lakehouse.tables import DeltaTable
-
-    model = registry.load(name, alias)
-    version = registry.version_of(name, alias)
-    threshold = registry.threshold_of(name, alias)
-    inputs = list(model.feature_names_in_)
-    _require_columns(examples_pdf, [KEY, "customer_id", "event_ts", *inputs], "examples_pdf")
-    score = tracking.scores(model, examples_pdf[inputs])
-    scores_pdf = pd.DataFrame(
-        {
-            "payment_id": examples_pdf[KEY].to_numpy(),
-            "customer_id": examples_pdf["customer_id"].to_numpy(),
-            "event_ts": pd.to_datetime(examples_pdf["event_ts"]).to_numpy(),
-            "model_name": name,
-            "model_version": int(version),
-            "model_alias": alias,
-            "score": score.astype("float64"),
-            "threshold": float(threshold),
-            "flagged": score >= threshold,
-            "scored_at": pd.Timestamp.now(tz="UTC").tz_localize(None),
-        }
-    )
-    schema = scores_schema()
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    DeltaTable.createIfNotExists(spark).tableName(table).addColumns(schema).execute()
-    from pyspark.sql import functions as F
-
-    done = (
-        spark.table(table)
-        .where((F.col("model_name") == name) & (F.col("model_version") == int(version)))
-        .select("payment_id")
-    )
-    new_df = spark.createDataFrame(scores_pdf, schema).join(done, "payment_id", "left_anti")
-    added = new_df.count()
-    if added:
-        new_df.select(*schema.fieldNames()).write.format("delta").mode("append").saveAsTable(table)
-    return added
 
 
 _FLAT_TYPES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 
@@ -373,6 +374,63 @@ def test_install_adds_missing_globals_and_binds_parameters(monkeypatch):
     assert namespace["dbutils"] is fresh
     fresh.widgets.text("scale", "tiny")
     assert namespace["dbutils"].widgets.get("scale") == "small"
+
+
+class WorkspaceWidgets:
+    """The runtime's dbutils.widgets in a job run: the job's parameters, nothing else."""
+
+    def __init__(self, passed):
+        self.passed = passed
+
+    def get(self, name):
+        if name not in self.passed:
+            raise RuntimeError(f"InputWidgetNotDefined: {name}")  # a Py4J error on Databricks
+        return self.passed[name]
+
+
+def test_install_on_databricks_reads_job_parameters_into_the_parameters():
+    class RuntimeDBUtils:
+        widgets = WorkspaceWidgets({"scale": "small", "seed": "7", "reset": "true"})
+
+    namespace = {
+        "scale": "tiny", "seed": 42, "reset": False, "engine": "auto",
+        "_private": "x", "spark": object(), "dbutils": RuntimeDBUtils(),
+    }  # fmt: skip
+
+    install(namespace)
+
+    assert (namespace["scale"], namespace["seed"], namespace["reset"]) == ("small", 7, True)
+    assert namespace["engine"] == "auto"  # not passed: the literal stays
+
+
+@pytest.mark.parametrize(
+    ("literal", "text", "value"),
+    [("tiny", "small", "small"), (42, "7", 7), (0.5, "0.25", 0.25), (False, "TRUE", True),
+     (True, "false", False)],
+)  # fmt: skip
+def test_parameter_from_widget_converts_to_the_literal_type(literal, text, value):
+    converted = workspace.parameter_from_widget("p", literal, text)
+    assert converted == value and type(converted) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("literal", "text", "message"),
+    [
+        (42, "forty-two", "parameter 'p' is a whole number"),
+        (False, "yes", "parameter 'p' is a boolean: pass 'true' or 'false'"),
+        (0.5, "half", "parameter 'p' is a number"),
+        (["2026-06-30"], "2026-07-01", "only str, int, float and bool parameters can be fed"),
+    ],
+)
+def test_parameter_from_widget_refuses_what_does_not_parse(literal, text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        workspace.parameter_from_widget("p", literal, text)
+
+
+def test_apply_job_parameters_reports_what_changed():
+    namespace = {"scale": "tiny", "seed": 42}
+    changed = workspace.apply_job_parameters(namespace, WorkspaceWidgets({"seed": "42"}))
+    assert changed == {} and namespace == {"scale": "tiny", "seed": 42}
 
 
 def test_get_dbutils_prefers_the_databricks_one(monkeypatch):

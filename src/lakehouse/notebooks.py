@@ -317,52 +317,15 @@ def parameters_problem(source: str) -> str | None:
     return None
 
 
-# What exists only in a classic session: Spark Connect (so Databricks Connect and serverless
-# compute) has no SparkContext, no RDDs and no handles on the JVM's objects.
-_CLASSIC_ONLY_ATTRIBUTES = frozenset(
-    {"sparkContext", "rdd", "_jvm", "_jsc", "_jdf", "_jsparkSession", "_sc", "_jconf"}
-)
-_CLASSIC_ONLY_NAMES = frozenset({"SparkContext", "SQLContext", "sqlContext"})
-
-
-def classic_only_calls(nb: NotebookNode) -> list[str]:
-    """Each use, in a notebook's code cells, of what only a classic Spark session has (the
-    SparkContext, RDDs, the JVM's objects), as ``cell N, line L: uses X``. A lesson using one
-    would fail through Spark Connect, Databricks Connect or on serverless, so this is checked
-    for every lesson, including those CI does not execute through Connect."""
-    found = []
-    for number, cell in enumerate(code_cells(nb), start=1):
-        # IPython magics and shell escapes are not Python; blank them, keeping line numbers.
-        source = "\n".join(
-            "" if line.lstrip().startswith(("%", "!")) else line
-            for line in cell.source.splitlines()
-        )
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue  # reported by the exercise and parameter checks where it matters
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in _CLASSIC_ONLY_ATTRIBUTES:
-                used = f".{node.attr}"
-            elif isinstance(node, ast.Name) and node.id in _CLASSIC_ONLY_NAMES:
-                used = node.id
-            elif isinstance(node, ast.alias) and node.name in _CLASSIC_ONLY_NAMES:
-                used = node.name
-            else:
-                continue
-            found.append(
-                f"code cell {number}, line {node.lineno}: uses {used}, which Spark Connect "
-                "(Databricks Connect, serverless) does not have; use the DataFrame or SQL API"
-            )
-    return found
-
-
 def find_problems(root: str | Path) -> list[str]:
     """Every broken notebook convention in the repository at ``root``, one message each.
 
     Checks: committed outputs; solutions whose first code cell is not tagged ``parameters`` or
     holds anything but literal assignments; solutions without a ``check`` cell; solutions using
-    what only a classic session has (:func:`classic_only_calls`); solution markers
+    what a Databricks workspace refuses (only a classic session's SparkContext, RDDs and JVM
+    handles, caching, Spark settings serverless does not accept, other streaming triggers than
+    availableNow, local paths, widgets nothing feeds: :mod:`lakehouse.production.compat`, with
+    the widgets a ``databricks.yml`` bundle feeds); solution markers
     that cannot be turned into an exercise; exercises missing, drifted or orphaned; nbval sidecars
     missing, stale or orphaned. An empty list means all is well.
     """
@@ -376,6 +339,11 @@ def find_problems(root: str | Path) -> list[str]:
         return p.relative_to(root).as_posix()
 
     solution_set = set(solutions)
+    from lakehouse.production import bundle, compat  # they read notebooks with this module
+
+    fed = bundle.fed_widgets(root)
+    accepted: list = []
+    lessons: list[str] = []
     for folder in [root / SOLUTIONS_DIR, *exercise_dirs(root)]:
         for path in _notebooks_under(folder):
             try:
@@ -405,7 +373,11 @@ def find_problems(root: str | Path) -> list[str]:
                 problems.append(f"{name}: parameters cell must hold only literals: {why}")
         if not any(CHECK_TAG in tags(c) for c in codes):
             problems.append(f"{name}: no cell tagged 'check'")
-        problems.extend(f"{name}: {why}" for why in classic_only_calls(nb))
+        lesson = solution.relative_to(root / SOLUTIONS_DIR).as_posix()
+        findings = compat.notebook_findings(nb, name, lesson=lesson, fed=fed.get(lesson, ()))
+        problems.extend(str(f) for f in findings if not f.accepted)
+        accepted.extend(f for f in findings if f.accepted)
+        lessons.append(lesson)
         try:
             exercise = generate_exercise(nb, name=name)
         except NotebookConventionError as exc:
@@ -420,6 +392,7 @@ def find_problems(root: str | Path) -> list[str]:
                 )
         problems.extend(_expected_problems(root, solution, nb))
 
+    problems.extend(compat.stale_acceptances(accepted, lessons))
     for sidecar in expected_files(root):
         solution = solution_of_expected(root, sidecar)
         if solution not in solution_set:

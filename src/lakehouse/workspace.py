@@ -33,7 +33,9 @@ __all__ = [
     "display",
     "displayHTML",
     "get_dbutils",
+    "apply_job_parameters",
     "install",
+    "parameter_from_widget",
     "render",
 ]
 
@@ -822,13 +824,72 @@ def get_dbutils(spark: Any = None) -> Any:
     return DBUtils(spark)
 
 
+def parameter_from_widget(name: str, literal: Any, text: str) -> Any:
+    """A widget's string ``text`` as the type of the parameter's ``literal`` (its value in the
+    ``parameters`` cell): ``"42"`` for ``seed = 42`` is 42, ``"false"`` for ``reset = True`` is
+    False. Raises ValueError naming the parameter when the text does not parse.
+
+    >>> parameter_from_widget("seed", 42, "7")
+    7
+    >>> parameter_from_widget("reset", False, "true")
+    True
+    """
+    if isinstance(literal, bool):
+        if text.strip().lower() in ("true", "false"):
+            return text.strip().lower() == "true"
+        raise ValueError(f"parameter {name!r} is a boolean: pass 'true' or 'false', not {text!r}")
+    for kind, what in ((int, "a whole number"), (float, "a number")):
+        if isinstance(literal, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"parameter {name!r} is {what} (like {literal!r}), not {text!r}"
+                ) from None
+    if isinstance(literal, str):
+        return text
+    raise ValueError(
+        f"parameter {name!r} is a {type(literal).__name__} in the notebook; a job parameter is "
+        "a string, so only str, int, float and bool parameters can be fed"
+    )
+
+
+def apply_job_parameters(namespace: dict[str, Any], widgets: Any) -> dict[str, Any]:
+    """Give each parameter of the notebook (a public str, int, float or bool global: what the
+    ``parameters`` cell assigned) the value of the widget of the same name, if there is one.
+
+    On Databricks a job's parameters (``base_parameters``, job-level ``parameters``) reach a
+    notebook only as widgets; the ``parameters`` cell's literals are the defaults. Values are
+    converted to the literal's type (:func:`parameter_from_widget`). Returns what changed.
+
+    >>> apply_job_parameters(globals(), dbutils.widgets)  # doctest: +SKIP
+    {'scale': 'small'}
+    """
+    changed: dict[str, Any] = {}
+    for name, literal in list(namespace.items()):
+        if name.startswith("_") or not isinstance(literal, (str, int, float, bool)):
+            continue
+        try:
+            text = widgets.get(name)
+        except Exception:  # noqa: BLE001 - Databricks raises a Py4J error: no such widget
+            continue  # no widget of that name: the job did not pass it
+        value = parameter_from_widget(name, literal, text)
+        if value != literal or type(value) is not type(literal):
+            namespace[name] = value
+            changed[name] = value
+    return changed
+
+
 def install(namespace: dict[str, Any]) -> None:
     """Add ``display``, ``displayHTML`` and ``dbutils`` to a notebook's globals where missing.
 
-    On Databricks they already exist and are never shadowed. When the local ``dbutils`` is
-    installed, widget values are bound from ``namespace`` (see ``Widgets.bind_parameters``), so
-    call this after the ``parameters`` cell. It returns None, so a setup cell that ends with it
-    shows the same (nothing) on every engine.
+    On Databricks they already exist and are never shadowed; there, each parameter the
+    ``parameters`` cell assigned takes the value of the widget of its name when a job passed
+    one (:func:`apply_job_parameters`), so call this right after the ``parameters`` cell
+    (values read before, such as ``get_spark``'s ``scale``, keep their literal). When the local
+    ``dbutils`` is installed, widget values are bound from ``namespace`` instead (see
+    ``Widgets.bind_parameters``). It returns None, so a setup cell that ends with it shows the
+    same (nothing) on every engine.
 
     >>> install(globals())  # doctest: +SKIP
     """
@@ -839,3 +900,8 @@ def install(namespace: dict[str, Any]) -> None:
         if chosen is dbutils:
             dbutils.widgets.bind_parameters(namespace)
         namespace["dbutils"] = chosen
+    elif not isinstance(namespace["dbutils"], LocalDBUtils):
+        # A Databricks notebook: the runtime's dbutils, and a job's parameters as its widgets.
+        widgets = getattr(namespace["dbutils"], "widgets", None)
+        if widgets is not None:
+            apply_job_parameters(namespace, widgets)

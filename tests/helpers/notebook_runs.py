@@ -37,7 +37,7 @@ requires_java = pytest.mark.skipif(
 # DeltaTable API, MERGE, the change data feed, table maintenance, every streaming query,
 # foreachBatch, JDBC on the server, pyspark.ml, MLflow from a Connect client) stay covered,
 # and every lesson, listed or not, passes the static check for what only a classic session
-# has (`lakehouse-notebooks check`: notebooks.classic_only_calls). Why any are left out: the
+# has (`lakehouse-notebooks check`: lakehouse.production.compat). Why any are left out: the
 # CI budget (75 minutes on two cores), where a lesson's Connect run costs about a minute of a
 # worker.
 CLASSIC_ONLY = {

@@ -196,8 +196,7 @@ def load_bundle(root: str | Path) -> Bundle:
         matched = sorted(p for p in root.glob(str(pattern)) if p.is_file())
         if not matched:
             bundle.problems.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     f"include[{index}]",
                     "glob",
                     str(pattern),
@@ -389,6 +388,11 @@ def _references(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
 # --------------------------------------------------------------------------- checks
 
 
+def _at(where: str, rule: str, subject: str, message: str) -> Finding:
+    """A finding in databricks.yml itself."""
+    return Finding(BUNDLE_FILE, where, rule, subject, message)
+
+
 def check_bundle(root: str | Path) -> list[Finding]:
     """Every problem of the bundle at ``root`` that can be found offline; empty when all is well.
 
@@ -425,8 +429,7 @@ def _check_top_level(bundle: Bundle) -> list[Finding]:
     for key in bundle.config:
         if key not in TOP_LEVEL_KEYS:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     key,
                     "unknown-key",
                     key,
@@ -436,8 +439,7 @@ def _check_top_level(bundle: Bundle) -> list[Finding]:
             )
     if not (bundle.config.get("bundle") or {}).get("name"):
         found.append(
-            Finding(
-                BUNDLE_FILE,
+            _at(
                 "bundle.name",
                 "missing",
                 "bundle.name",
@@ -454,8 +456,7 @@ def _check_targets(bundle: Bundle) -> list[Finding]:
     for name, mode in REQUIRED_TARGETS.items():
         if name not in targets:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     f"targets.{name}",
                     "target",
                     name,
@@ -466,8 +467,7 @@ def _check_targets(bundle: Bundle) -> list[Finding]:
         actual = (targets[name] or {}).get("mode")
         if actual != mode:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     f"targets.{name}.mode",
                     "target",
                     name,
@@ -479,8 +479,7 @@ def _check_targets(bundle: Bundle) -> list[Finding]:
     defaults = [name for name, body in targets.items() if (body or {}).get("default")]
     if len(defaults) != 1:
         found.append(
-            Finding(
-                BUNDLE_FILE,
+            _at(
                 "targets",
                 "target",
                 "default",
@@ -493,8 +492,7 @@ def _check_targets(bundle: Bundle) -> list[Finding]:
         run_as = prod.get("run_as") or {}
         if not run_as.get("service_principal_name"):
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     "targets.prod.run_as",
                     "target",
                     "run_as",
@@ -505,8 +503,7 @@ def _check_targets(bundle: Bundle) -> list[Finding]:
         root_path = str((prod.get("workspace") or {}).get("root_path") or "")
         if not root_path or "current_user" in root_path:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     "targets.prod.workspace.root_path",
                     "target",
                     "root_path",
@@ -530,8 +527,7 @@ def _check_permissions(bundle: Bundle) -> list[Finding]:
         (body or {}).get("permissions") for body in bundle.targets.values()
     ):
         found.append(
-            Finding(
-                BUNDLE_FILE,
+            _at(
                 "permissions",
                 "permissions",
                 "permissions",
@@ -546,8 +542,7 @@ def _check_permissions(bundle: Bundle) -> list[Finding]:
             level = entry.get("level")
             if level not in PERMISSION_LEVELS:
                 found.append(
-                    Finding(
-                        BUNDLE_FILE,
+                    _at(
                         f"{where}.level",
                         "permissions",
                         str(level),
@@ -558,8 +553,7 @@ def _check_permissions(bundle: Bundle) -> list[Finding]:
             named = [p for p in PRINCIPALS if entry.get(p)]
             if len(named) != 1:
                 found.append(
-                    Finding(
-                        BUNDLE_FILE,
+                    _at(
                         where,
                         "permissions",
                         str(named),
@@ -578,8 +572,7 @@ def _check_target_variables(bundle: Bundle, target: str) -> list[Finding]:
     for name in (bundle.targets.get(target) or {}).get("variables") or {}:
         if name not in declared:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     f"targets.{target}.variables.{name}",
                     "variable",
                     name,
@@ -593,8 +586,7 @@ def _check_target_variables(bundle: Bundle, target: str) -> list[Finding]:
         name = path[4:].split(".")[0]
         if name not in declared:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     key,
                     "variable",
                     name,
@@ -604,8 +596,7 @@ def _check_target_variables(bundle: Bundle, target: str) -> list[Finding]:
             )
         elif name not in values:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     key,
                     "variable",
                     name,
@@ -617,8 +608,7 @@ def _check_target_variables(bundle: Bundle, target: str) -> list[Finding]:
     for name in declared:
         if name not in used:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     f"variables.{name}",
                     "variable",
                     name,
@@ -635,8 +625,7 @@ def _check_resource_references(bundle: Bundle) -> list[Finding]:
         namespace = path.split(".")[0]
         if namespace not in _KNOWN_NAMESPACES:
             found.append(
-                Finding(
-                    BUNDLE_FILE,
+                _at(
                     key,
                     "reference",
                     path,
@@ -649,8 +638,7 @@ def _check_resource_references(bundle: Bundle) -> list[Finding]:
             parts = path.split(".")
             if len(parts) < 3 or parts[2] not in (resources.get(parts[1]) or {}):
                 found.append(
-                    Finding(
-                        BUNDLE_FILE,
+                    _at(
                         key,
                         "reference",
                         path,
@@ -681,8 +669,7 @@ def _check_resource_types(bundle: Bundle) -> list[Finding]:
             origin_key = f"resources.{kind}"
             if cls is None:
                 found.append(
-                    Finding(
-                        BUNDLE_FILE,
+                    _at(
                         origin_key,
                         "schema",
                         kind,

@@ -91,6 +91,10 @@ BROKEN_JOB = {
         "base parameter 'fiscal_year_start' feeds no widget of "
         "solutions/03_gold/01_date_dimension.ipynb",
     ),
+    "a base parameter the job parameter overrides": (
+        lambda d: task(d, "gold_dates")["notebook_task"].update(base_parameters={"scale": "large"}),
+        "base parameter 'scale' is overridden by the job parameter of the same name",
+    ),
     "a job parameter no notebook reads": (
         lambda d: job(d)["parameters"].append({"name": "scael", "default": "tiny"}),
         "job parameter 'scael' feeds no widget of any task's notebook",

@@ -127,7 +127,7 @@ class JobTask:
     task_key: str
     notebook: str  # relative to the repository
     depends_on: tuple[str, ...]
-    parameters: dict  # what the task's notebook receives: job parameters, then base_parameters
+    parameters: dict  # what the notebook receives: base_parameters, then job parameters over them
     compute: str
 
 
@@ -772,7 +772,8 @@ def _local_paths(kind: str, body: dict) -> Iterator[tuple[str, str, bool]]:
 
 def job_tasks(bundle: Bundle, target: str = "dev") -> list[JobTask]:
     """Every notebook task of every job, for ``target``, with the parameters its notebook gets
-    (job parameters with their defaults, then the task's ``base_parameters``), variables filled.
+    (the task's ``base_parameters``, and the job's parameters with their defaults, which take
+    precedence over a base parameter of the same name), variables filled.
 
     >>> [t.task_key for t in job_tasks(load_bundle("."), "dev")]  # doctest: +SKIP
     ['bronze_batch', ...]
@@ -790,8 +791,9 @@ def job_tasks(bundle: Bundle, target: str = "dev") -> list[JobTask]:
             if not notebook:
                 continue
             path = _path_of(bundle, "jobs", job_name, str(notebook))
-            parameters = dict(job_parameters)
-            parameters.update((task.get("notebook_task") or {}).get("base_parameters") or {})
+            # Job parameters take precedence over a task's base_parameters of the same name.
+            parameters = dict((task.get("notebook_task") or {}).get("base_parameters") or {})
+            parameters.update(job_parameters)
             tasks.append(
                 JobTask(
                     job=job_name,
@@ -943,8 +945,17 @@ def _check_jobs(bundle: Bundle, target: str) -> list[Finding]:
                 .get("base_parameters")
                 or {}
             )
+            job_names = {p.get("name") for p in job.get("parameters") or []}
             for name in base:
-                if name not in widgets:
+                if name in job_names:
+                    finding(
+                        f"{where}.notebook_task.base_parameters.{name}",
+                        "parameter",
+                        name,
+                        f"base parameter {name!r} is overridden by the job parameter of the "
+                        "same name (job parameters take precedence): remove one of them",
+                    )
+                elif name not in widgets:
                     finding(
                         f"{where}.notebook_task.base_parameters.{name}",
                         "parameter",

@@ -4,11 +4,13 @@ typo in a field...) is caught with a message that names the file, the key and th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from helpers import catalogue
 from nbformat.v4 import new_code_cell
 
 from lakehouse.production import bundle
@@ -304,3 +306,32 @@ def test_target_config_merges_the_target_over_the_top_level():
     assert "targets" not in prod
     with pytest.raises(KeyError, match="no target 'staging'"):
         bundle.target_config(loaded, "staging")
+
+
+# ------------------------------------------------------------------ lesson 07_production/02
+
+LESSON = ROOT / "solutions/07_production/02_deploying_with_an_asset_bundle.ipynb"
+MISTAKES = catalogue.load(LESSON)
+CHECKS = {
+    "t1param1": ("task_parameters", lambda fn: bundle.check_task_parameters(fn, LOADED)),
+    "t2widg01": ("parameter_problems", bundle.check_parameter_problems),
+}
+LOADED = bundle.load_bundle(ROOT)
+
+
+def test_the_lesson_solutions_and_the_package_pass_their_checks():
+    for cell_id, (name, check) in CHECKS.items():
+        solution = catalogue.defined(catalogue.task_cell(LESSON, cell_id), name)
+        assert check(solution).endswith(("base_parameters", "cases"))
+        assert check(getattr(bundle, name))
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m["name"])
+def test_each_classic_mistake_is_caught_by_its_check(mistake):
+    name, check = CHECKS[mistake["task_cell"]]
+    with pytest.raises(AssertionError, match=re.escape(mistake["caught_by"])):
+        check(catalogue.defined(mistake["source"], name))
+
+
+def test_the_catalogue_covers_every_task_with_two_mistakes():
+    catalogue.assert_covers_every_task(LESSON, MISTAKES, set(CHECKS))

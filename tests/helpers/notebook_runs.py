@@ -47,6 +47,8 @@ CLASSIC_ONLY = {
     "03_gold/01_date_dimension.ipynb": "a generated DataFrame written once, as in 03_gold/02",
     "03_gold/04_customer_360.ipynb": "joins and aggregates over the facts of 03_gold/03",
     "03_gold/05_business_analytics.ipynb": "SQL and DataFrame analytics over the star schema",
+    "07_production/04_ci_cd_for_data.ipynb": "reads notebooks and YAML, no Spark; 07_production/02 "
+    "(no Spark either, a few seconds) runs through Connect for the module",
 }
 
 

@@ -50,8 +50,15 @@ __all__ = [
     "copy_bundle",
     "fed_widgets",
     "job_tasks",
+    "check_parameter_problems",
+    "check_task_parameters",
     "load_bundle",
+    "parameter_problems",
+    "plot_tasks",
+    "resolved_config",
     "target_config",
+    "task_parameters",
+    "tasks_frame",
 ]
 
 BUNDLE_FILE = "databricks.yml"
@@ -778,22 +785,16 @@ def job_tasks(bundle: Bundle, target: str = "dev") -> list[JobTask]:
     >>> [t.task_key for t in job_tasks(load_bundle("."), "dev")]  # doctest: +SKIP
     ['bronze_batch', ...]
     """
-    config = target_config(bundle, target)
-    variables = _variable_values(bundle, target)
-    name = str((config.get("bundle") or {}).get("name", ""))
-    config = _substitute(config, variables, name, target)
+    config = resolved_config(bundle, target)
     tasks = []
     for job_name, job in ((config.get("resources") or {}).get("jobs") or {}).items():
         job = job or {}
-        job_parameters = {p.get("name"): p.get("default") for p in job.get("parameters") or [] if p}
         for task in job.get("tasks") or []:
             notebook = (task.get("notebook_task") or {}).get("notebook_path")
             if not notebook:
                 continue
             path = _path_of(bundle, "jobs", job_name, str(notebook))
-            # Job parameters take precedence over a task's base_parameters of the same name.
-            parameters = dict((task.get("notebook_task") or {}).get("base_parameters") or {})
-            parameters.update(job_parameters)
+            parameters = task_parameters(job, task)
             tasks.append(
                 JobTask(
                     job=job_name,
@@ -1044,3 +1045,221 @@ def _cycles(tasks: Iterable[dict]) -> list[list[str]]:
         if node not in state:
             visit(node, [node])
     return cycles
+
+
+# --------------------------------------------------------------------------- lesson helpers
+
+
+def resolved_config(bundle: Bundle, target: str) -> dict:
+    """:func:`target_config` with the target's variables filled in (lookups shown as
+    ``<looked up at deploy: ...>``; ``${workspace.*}`` and ``${resources.*}`` stay, the CLI
+    fills them at deploy).
+
+    >>> resolved_config(load_bundle("."), "prod")["variables"]  # doctest: +SKIP
+    """
+    config = target_config(bundle, target)
+    name = str((config.get("bundle") or {}).get("name", ""))
+    return _substitute(config, _variable_values(bundle, target), name, target)
+
+
+def task_parameters(job: dict, task: dict) -> dict:
+    """What the notebook of ``task`` receives from a (resolved) ``job``: the task's
+    ``notebook_task.base_parameters``, then every job parameter's default, which takes
+    precedence over a base parameter of the same name.
+
+    >>> task_parameters({"parameters": [{"name": "scale", "default": "small"}]},
+    ...                 {"notebook_task": {"base_parameters": {"scale": "tiny", "x": "1"}}})
+    {'scale': 'small', 'x': '1'}
+    """
+    parameters = dict((task.get("notebook_task") or {}).get("base_parameters") or {})
+    parameters.update({p["name"]: p.get("default") for p in job.get("parameters") or []})
+    return parameters
+
+
+def parameter_problems(parameters: Iterable[str], widgets: dict[str, str | None]) -> list[str]:
+    """The mismatches between what a task feeds (``parameters``' names) and what its notebook
+    reads (``widgets``: name -> default, None for none), sorted: ``"<name>: no widget reads
+    it"`` for a parameter, ``"<name>: no default, not fed"`` for a widget that would stop the
+    run. A widget with a default needs nothing.
+
+    >>> parameter_problems(["scale", "scael"], {"scale": "tiny", "as_of": None})
+    ['as_of: no default, not fed', 'scael: no widget reads it']
+    """
+    parameters = set(parameters)
+    problems = [f"{name}: no widget reads it" for name in parameters if name not in widgets]
+    problems += [
+        f"{name}: no default, not fed"
+        for name, default in widgets.items()
+        if default is None and name not in parameters
+    ]
+    return sorted(problems)
+
+
+def check_task_parameters(task_parameters_fn, bundle: Bundle) -> str:
+    """The check of lesson 07_production/02's first task: ``task_parameters_fn(job, task)`` must
+    give each notebook what Databricks passes it, on the course's job in every target and on a
+    job whose task repeats a job parameter. Raises AssertionError naming the fix."""
+    cases = []
+    for target in sorted(bundle.targets):
+        config = resolved_config(bundle, target)
+        for job in ((config.get("resources") or {}).get("jobs") or {}).values():
+            cases += [(job, task) for task in job.get("tasks") or [] if task.get("notebook_task")]
+    overlap_job = {
+        "parameters": [{"name": "scale", "default": "small"}, {"name": "seed", "default": "42"}]
+    }
+    overlap_task = {"notebook_task": {"base_parameters": {"scale": "tiny", "month": "7"}}}
+    bare_task = {"task_key": "t", "notebook_task": {"notebook_path": "x.ipynb"}}
+    cases += [(overlap_job, overlap_task), (overlap_job, bare_task)]
+    for job, task in cases:
+        got = task_parameters_fn(job, task)
+        want = task_parameters(job, task)
+        where = f"task {task.get('task_key', '(example)')!r}"
+        assert isinstance(got, dict), (
+            f"task_parameters must return a dict name -> value, got {type(got).__name__}"
+        )
+        job_names = {p["name"] for p in job.get("parameters") or []}
+        if any(isinstance(v, dict) for v in got.values()):
+            raise AssertionError(
+                f"{where}: the value of a job parameter is its default "
+                "(parameters: [{name: ..., default: ...}]), not the whole entry"
+            )
+        missing = sorted(set(want) - set(got))
+        if set(missing) & job_names:
+            raise AssertionError(
+                f"{where} misses {sorted(set(missing) & job_names)}: every task receives the "
+                "job's parameters, as widgets of the same name"
+            )
+        if missing:
+            raise AssertionError(
+                f"{where} misses {missing}: a task's base_parameters reach its notebook too"
+            )
+        extra = sorted(set(got) - set(want))
+        assert not extra, f"{where} gets {extra}, which neither the job nor the task passes"
+        for name, value in want.items():
+            if str(got[name]) != str(value):
+                hint = (
+                    "job parameters take precedence over a task's base_parameters of the same name"
+                    if name in job_names
+                    else "the task's base_parameters value"
+                )
+                raise AssertionError(
+                    f"{where}: {name!r} should be {value!r}, got {got[name]!r}: {hint}"
+                )
+    return f"task parameters ok: {len(cases)} tasks, job parameters over base_parameters"
+
+
+def check_parameter_problems(parameter_problems_fn) -> str:
+    """The check of lesson 07_production/02's second task: ``parameter_problems_fn(parameters,
+    widgets)`` must name each parameter no widget reads and each widget with no default that
+    nothing feeds, and nothing else. Raises AssertionError naming the fix."""
+    cases = [
+        (["scale", "seed"], {"scale": "tiny", "seed": "42", "engine": "auto"}),
+        (["scale", "scael"], {"scale": "tiny", "engine": "auto"}),
+        (["scale"], {"scale": "tiny", "as_of": None}),
+        (["as_of", "month"], {"as_of": None, "month": "7", "region": None}),
+        ([], {}),
+    ]
+    for parameters, widgets in cases:
+        got = sorted(parameter_problems_fn(list(parameters), dict(widgets)))
+        want = parameter_problems(parameters, widgets)
+        if got == want:
+            continue
+        shown = f"parameters {parameters}, widgets {widgets}"
+        unread = [w for w in want if w.endswith("no widget reads it")]
+        if any(p.split(":")[0] in widgets and widgets[p.split(":")[0]] for p in got):
+            raise AssertionError(
+                f"{shown}: got {got}; a widget with a default needs no parameter (only one "
+                "without a default stops the run)"
+            )
+        if unread and not all(u in got for u in unread):
+            raise AssertionError(
+                f"{shown}: got {got}, missing {unread}; a parameter no widget reads is a "
+                "problem too (a typo, or a parameter the notebook lost)"
+            )
+        raise AssertionError(
+            f"{shown}: expected {want}, got {got}; write '<name>: no widget reads it' and "
+            "'<name>: no default, not fed'"
+        )
+    return f"parameter problems ok: {len(cases)} cases"
+
+
+def tasks_frame(tasks: Iterable[JobTask]):
+    """A pandas table of tasks: key, lesson, what it waits for, compute and its own parameters
+    (those beyond the job's scale, seed, engine and reset)."""
+    import pandas as pd
+
+    common = {"scale", "seed", "engine", "reset"}
+    rows = [
+        {
+            "task": t.task_key,
+            "lesson": t.notebook.removeprefix(f"{_SOLUTIONS}/"),
+            "after": ", ".join(t.depends_on) or "-",
+            "compute": t.compute,
+            "own parameters": ", ".join(
+                f"{k}={v}" for k, v in t.parameters.items() if k not in common
+            )
+            or "-",
+        }
+        for t in tasks
+    ]
+    return pd.DataFrame(rows)
+
+
+def plot_tasks(tasks: Iterable[JobTask], ax=None):
+    """Draw a job's tasks as a DAG, left to right: a task's column is the length of the longest
+    chain of dependencies before it. Returns the matplotlib axes."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(tasks)
+    by_key = {t.task_key: t for t in tasks}
+    depth: dict[str, int] = {}
+
+    def level(key: str) -> int:
+        if key not in depth:
+            deps = [d for d in by_key[key].depends_on if d in by_key]
+            depth[key] = 1 + max((level(d) for d in deps), default=-1)
+        return depth[key]
+
+    columns: dict[int, list[str]] = {}
+    for t in tasks:
+        columns.setdefault(level(t.task_key), []).append(t.task_key)
+    where = {
+        key: (x, -(i - (len(keys) - 1) / 2))
+        for x, keys in columns.items()
+        for i, key in enumerate(keys)
+    }
+    if ax is None:
+        _, ax = plt.subplots(
+            figsize=(2.3 * len(columns) + 1, 0.9 * max(map(len, columns.values())) + 1)
+        )
+    layer_colour = {
+        "01_bronze": "#b08d57",
+        "02_silver": "#9ea7ad",
+        "03_gold": "#d4af37",
+        "05_ml": "#6a9fb5",
+    }
+    for t in tasks:
+        x, y = where[t.task_key]
+        for dep in t.depends_on:
+            if dep in where:
+                dx, dy = where[dep]
+                ax.annotate(
+                    "",
+                    (x - 0.42, y),
+                    (dx + 0.42, dy),
+                    arrowprops={"arrowstyle": "->", "color": "0.5"},
+                )
+        colour = layer_colour.get(t.notebook.split("/")[1] if "/" in t.notebook else "", "#cccccc")
+        ax.text(
+            x,
+            y,
+            t.task_key,
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.3"},
+        )
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(min(y for _, y in where.values()) - 0.8, max(y for _, y in where.values()) + 0.8)
+    ax.axis("off")
+    return ax

@@ -217,7 +217,9 @@ def broken(tmp_path, change) -> str:
     definition = yaml.safe_load(open(DEFINITION, encoding="utf-8"))
     job = definition["resources"]["jobs"]["fraud_retraining"]
     change({t["task_key"]: t for t in job["tasks"]}, job)
-    path = tmp_path / "broken.job.yml"
+    (tmp_path / "src").symlink_to(rj.Path(DEFINITION).parents[1] / "src")  # ../src, as in the repo
+    (tmp_path / "resources").mkdir()
+    path = tmp_path / "resources" / "broken.job.yml"
     path.write_text(yaml.safe_dump(definition), encoding="utf-8")
     return str(path)
 
@@ -247,12 +249,12 @@ def set_in(key, path, value):
         (set_in("retrain", ["depends_on"], [{"task_key": "decide"}]), "with outcome 'true'"),
         (set_in("promote", ["depends_on"], [{"task_key": "gate"}]), "must depend on ab_test"),
         (
-            set_in("gate", ["python_wheel_task", "parameters"], ["--step", "gate"]),
+            set_in("gate", ["spark_python_task", "parameters"], ["--step", "gate"]),
             "so every step continues the same run",
         ),
         (
-            set_in("shadow", ["python_wheel_task", "entry_point"], "retrain"),
-            "is not one of",
+            set_in("shadow", ["spark_python_task", "python_file"], "../scripts/retrain.py"),
+            "point it at the job's module",
         ),
     ],
 )

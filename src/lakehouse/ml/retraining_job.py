@@ -885,12 +885,34 @@ JOB_DEFINITION = "resources/fraud_retraining.job.yml"
 ENTRY_POINT = "lakehouse-retrain"
 
 
+def _step_parameters(path, key: str, task: dict, entry_points: Sequence[str]) -> list | None:
+    """A task's parameters if it runs this module: a Python file task on this very file
+    (relative to the definition's folder, as a bundle resolves it) or a wheel task on one of
+    ``entry_points``; None for other tasks (a condition task)."""
+    if "spark_python_task" in task:
+        spec = task["spark_python_task"]
+        target = (Path(path).parent / spec.get("python_file", "")).resolve()
+        assert target == Path(__file__).resolve(), (
+            f"task {key}: python_file {spec.get('python_file')!r} is not "
+            f"{Path(__file__).name} (resolved: {target}); point it at the job's module"
+        )
+        return list(spec.get("parameters", []))
+    if "python_wheel_task" in task:
+        spec = task["python_wheel_task"]
+        assert spec.get("entry_point") in entry_points, (
+            f"task {key}: entry_point {spec.get('entry_point')!r} is not one of "
+            f"{list(entry_points)} (pyproject.toml's [project.scripts])"
+        )
+        return list(spec.get("parameters", []))
+    return None
+
+
 def check_job_definition(path, *, entry_points: Sequence[str] = (ENTRY_POINT,)) -> str:
     """Check the Lakeflow Job definition at ``path`` against this module: one task per step
-    of :data:`STEPS`, each running ``--step <step>`` with the job's run id through an entry
-    point of the package, each after the step before it, and a condition task that lets
-    ``retrain`` run only when ``decide`` published the value ``retrain``. Raises an
-    AssertionError naming the task and the fix."""
+    of :data:`STEPS`, each running ``--step <step>`` with the job's run id (this file as a
+    Python task, or an entry point of the package), each after the step before it, and a
+    condition task that lets ``retrain`` run only when ``decide`` published the value
+    ``retrain``. Raises an AssertionError naming the task and the fix."""
     import yaml
 
     definition = yaml.safe_load(open(path, encoding="utf-8").read())
@@ -900,14 +922,9 @@ def check_job_definition(path, *, entry_points: Sequence[str] = (ENTRY_POINT,)) 
     tasks = {t["task_key"]: t for t in job.get("tasks", [])}
     steps = {}
     for key, task in tasks.items():
-        wheel = task.get("python_wheel_task")
-        if wheel is None:
+        params = _step_parameters(path, key, task, entry_points)
+        if params is None:
             continue
-        params = wheel.get("parameters", [])
-        assert wheel.get("entry_point") in entry_points, (
-            f"task {key}: entry_point {wheel.get('entry_point')!r} is not one of "
-            f"{list(entry_points)} (pyproject.toml's [project.scripts])"
-        )
         assert "--step" in params, f"task {key}: no --step parameter: which step does it run?"
         step = params[params.index("--step") + 1]
         assert step in STEPS, f"task {key}: --step {step!r} is not a step of {list(STEPS)}"

@@ -262,10 +262,12 @@ HARNESS_TAG = "mistake-harness"
 
 
 def insert_harness(nb, mistakes: Iterable[Mistake], lesson: str) -> int:
-    """Insert into ``nb`` (in place), after each task's last check cell (or the task cell,
-    if it has none), a cell that runs :func:`prove` for that task's mistakes in the kernel,
-    while the lesson's state is the one the task ran in. Returns the number inserted."""
-    found = {t.cell_id: t for t in tasks(nb, mistakes) if t.mistakes}
+    """Insert into ``nb`` (in place), after each task's last check cell, a cell that runs
+    :func:`prove` for that task's mistakes in the kernel, while the lesson's state is the one
+    the task ran in. Returns the number inserted."""
+    # a task whose checks lie beyond its section (a stream drill checked at the end of a
+    # lesson) cannot be replayed alone: its catalogue is proven by unit tests instead
+    found = {t.cell_id: t for t in tasks(nb, mistakes) if t.mistakes and t.checks}
     cells = nb["cells"]
     after: dict[int, str] = {}  # cell index -> the task whose harness follows it
     for i, cell in enumerate(cells):

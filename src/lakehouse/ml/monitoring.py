@@ -1028,6 +1028,7 @@ def check_performance(
                 f"as of {as_of:%Y-%m-%d} the windows are {_days(got.index)}, expected "
                 f"{_days(expected.index)}: one row per window of the monitor"
             )
+        # the labels first (a wrong as_of shows in the counts), then maturity, then figures
         for start, row in expected.iterrows():
             mine = got.loc[start]
             if int(mine["frauds_known"]) != row["frauds_known"]:
@@ -1038,6 +1039,8 @@ def check_performance(
                     f"fraud once its notice arrived by then ({LABEL_TIME} <= as_of); labels "
                     "that arrive later were not known"
                 )
+        for start, row in expected.iterrows():
+            mine = got.loc[start]
             if not row["labels_mature"] and not pd.isna(mine["pr_auc"]):
                 raise AssertionError(
                     f"window {start:%m-%d} has a PR-AUC as of {as_of:%Y-%m-%d}, but its labels "
@@ -1045,6 +1048,8 @@ def check_performance(
                     f"{maturity.days} days): frauds still on their way count as legitimate and "
                     "the figure is too low; leave it null until window end + maturity <= as_of"
                 )
+        for start, row in expected.iterrows():
+            mine = got.loc[start]
             for name in ("pr_auc", "recall", "precision"):
                 a, b = mine[name], row[name]
                 if pd.isna(a) != pd.isna(b) or (not pd.isna(b) and not _close(a, b, 1e-6)):

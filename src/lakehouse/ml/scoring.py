@@ -605,11 +605,12 @@ def _require(df: DataFrame, columns, what: str) -> None:
         raise AssertionError(f"{what} lacks {missing}: create it with its declared schema")
 
 
-def check_scores(scores_df: DataFrame, name: str, alias: str, payments: int) -> str:
+def check_scores(scores_df: DataFrame, name: str, alias: str, payments: int, *, since=None) -> str:
     """Assert ``scores_df`` (``gold.fraud_scores``) holds, for the version ``alias`` of
     ``name`` points at, one row per payment -- ``payments`` of them, none twice -- stamped
     with that version and the alias, its threshold, ``flagged = score >= threshold``, and
-    scores that are probabilities. Returns one line."""
+    scores that are probabilities; and that no row stamped ``@alias`` since ``since`` (when
+    the job under test started) carries another version. Returns one line."""
     _require(scores_df, SCORES_SCHEMA.fieldNames(), "the scores table")
     ref = resolve(name, alias)
     mine = scores_df.where((F.col("model_name") == name) & (F.col("model_alias") == alias))
@@ -638,6 +639,19 @@ def check_scores(scores_df: DataFrame, name: str, alias: str, payments: int) -> 
         f"{stats['no_version']} rows carry @{alias} but no model_version: an alias moves; "
         "stamp the version it pointed at when you scored (registry.version_of / scoring.resolve)"
     )
+    if since is not None:
+        recent = (
+            mine.where(
+                (F.col("scored_at") >= F.lit(since)) & (F.col("model_version") != ref.version)
+            )
+            .agg(F.count(F.lit(1)).alias("rows"), F.max("model_version").alias("wrong"))
+            .first()
+        )
+        assert not recent["rows"], (
+            f"{recent['rows']} rows stamped @{alias} by this run carry version "
+            f"{recent['wrong']}, but @{alias} points at version {ref.version}: resolve the "
+            "alias once, load that version (models:/<name>/<version>) and stamp the same version"
+        )
     assert stats["version_rows"] or not stats["other_version"], (
         f"{stats['other_version']} rows stamped @{alias} carry version {stats['wrong']}, but "
         f"@{alias} points at version {ref.version}: resolve the alias once, load that version "

@@ -465,10 +465,10 @@ def check_matrix(matrix: pd.DataFrame) -> str:
             f"access matrix ok: {len(matrix)} cells, {matrix['persona'].nunique()} personas, "
             "each sees what the policy says and nothing more"
         )
-    r = wrong.iloc[0]
+    r = wrong.iloc[0].to_dict()  # a row's "item" would be Series.item as an attribute
     raise AssertionError(
-        f"{r.persona} sees {r.observed} for {r.object} {r.item}, the policy says "
-        f"{r.expected}: {_hint(r.persona, r.item, r.observed, r.expected)}"
+        f"{r['persona']} sees {r['observed']} for {r['object']} {r['item']}, the policy says "
+        f"{r['expected']}: {_hint(r['persona'], r['item'], r['observed'], r['expected'])}"
     )
 
 
@@ -515,28 +515,29 @@ def check_masks(spark: SparkSession, personas: Sequence[Persona] = PERSONAS) -> 
     """Call ``mask_email``, ``mask_card`` and ``mask_name`` on sample values as each persona
     and compare with the forms the policy gives (:func:`apply_form`)."""
     functions = {"card": "mask_card", "email": "mask_email", "name": "mask_name"}
+    samples = [(kind, v) for kind, values in MASK_SAMPLES.items() for v in values]
+    shown_sql = "CASE kind " + " ".join(f"WHEN '{k}' THEN {fn}(v)" for k, fn in functions.items())
+    query = (
+        f"SELECT kind, v, {shown_sql} END AS shown FROM VALUES "
+        + ", ".join("('" + k + "', '" + v.replace("'", "''") + "')" for k, v in samples)
+        + " AS t(kind, v)"
+    )
     try:
         for persona in personas:
             act_as(spark, persona)
             policy = effective_policy(persona)
-            for kind, fn in functions.items():
-                values = MASK_SAMPLES[kind]
-                shown = spark.sql(
-                    f"SELECT v, {fn}(v) AS shown FROM VALUES "
-                    + ", ".join("('" + v.replace("'", "''") + "')" for v in values)
-                    + " AS t(v)"
-                ).collect()
-                got = {r["v"]: r["shown"] for r in shown}
+            got = {(r["kind"], r["v"]): r["shown"] for r in spark.sql(query).collect()}
+            for kind, value in samples:
                 form = getattr(policy, kind)
-                for value in values:
-                    if got[value] != apply_form(form, value):
-                        observed = _form_observed([got[value]], [value], form)
-                        item = {"card": "test card numbers"}.get(kind, kind)
-                        raise AssertionError(
-                            f"{persona.name}: {fn}('{value}') is {got[value]!r}, the policy "
-                            f"says {form} ({apply_form(form, value)!r}): "
-                            + _hint(persona.name, item, observed, form)
-                        )
+                if got[(kind, value)] != apply_form(form, value):
+                    observed = _form_observed([got[(kind, value)]], [value], form)
+                    item = {"card": "test card numbers"}.get(kind, kind)
+                    raise AssertionError(
+                        f"{persona.name}: {functions[kind]}('{value}') is "
+                        f"{got[(kind, value)]!r}, the policy says {form} "
+                        f"({apply_form(form, value)!r}): "
+                        + _hint(persona.name, item, observed, form)
+                    )
     finally:
         act_as(spark, "nobody")
     return f"masks ok: {len(personas)} personas see each column in the form the policy gives"

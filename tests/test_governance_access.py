@@ -5,27 +5,16 @@ with its message."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
+from helpers.lesson_files import LessonFiles
 
 from lakehouse.governance import access as ac
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON = ROOT / "solutions/06_governance/02_access_control.ipynb"
-MISTAKES = json.loads(LESSON.with_suffix(".mistakes.json").read_text(encoding="utf-8"))
-
-
-def mistakes_of(cell: str) -> list[dict]:
-    return [m for m in MISTAKES if m["task_cell"] == cell]
-
-
-def solution_cell(cell_id: str) -> str:
-    nb = nbformat.read(LESSON, as_version=4)
-    return next(c.source for c in nb.cells if c.get("id") == cell_id)
+LESSON = LessonFiles(ROOT / "solutions/06_governance/02_access_control.ipynb")
 
 
 # --------------------------------------------------------------------------- the policy
@@ -206,20 +195,20 @@ def run_cell(spark, source: str) -> None:
 
 
 def test_the_solution_cells_pass(policy):
-    run_cell(policy, solution_cell("t1rowflt"))
+    run_cell(policy, LESSON.cell("t1rowflt"))
     assert ac.check_row_filter(policy).startswith("row filter ok")
-    run_cell(policy, solution_cell("t2masks1"))
+    run_cell(policy, LESSON.cell("t2masks1"))
     assert ac.check_masks(policy).startswith("masks ok")
 
 
-@pytest.mark.parametrize("mistake", mistakes_of("t1rowflt"), ids=lambda m: m["name"])
+@pytest.mark.parametrize("mistake", LESSON.mistakes_of("t1rowflt"), ids=lambda m: m["name"])
 def test_each_wrong_row_filter_is_caught(policy, mistake):
     run_cell(policy, mistake["source"])
     with pytest.raises(AssertionError, match=mistake["caught_by"]):
         ac.check_row_filter(policy)
 
 
-@pytest.mark.parametrize("mistake", mistakes_of("t2masks1"), ids=lambda m: m["name"])
+@pytest.mark.parametrize("mistake", LESSON.mistakes_of("t2masks1"), ids=lambda m: m["name"])
 def test_each_wrong_mask_is_caught(policy, mistake):
     run_cell(policy, mistake["source"])
     with pytest.raises(AssertionError, match=mistake["caught_by"]):

@@ -6,28 +6,17 @@ the ground truth from the generator's people; and every wrong answer of lesson
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
+from helpers.lesson_files import LessonFiles
 
 from lakehouse.governance import classification as gc
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON = ROOT / "solutions/06_governance/01_inventory_and_classification.ipynb"
-MISTAKES = json.loads(LESSON.with_suffix(".mistakes.json").read_text(encoding="utf-8"))
-
-
-def mistakes_of(cell: str) -> list[dict]:
-    return [m for m in MISTAKES if m["task_cell"] == cell]
-
-
-def solution_cell(cell_id: str) -> str:
-    nb = nbformat.read(LESSON, as_version=4)
-    return next(c.source for c in nb.cells if c.get("id") == cell_id)
+LESSON = LessonFiles(ROOT / "solutions/06_governance/01_inventory_and_classification.ipynb")
 
 
 # --------------------------------------------------------------------------- detection
@@ -160,13 +149,13 @@ def run_classify(source: str, findings: pd.DataFrame, min_confidence=gc.MIN_CONF
 
 
 def test_the_solution_rule_passes():
-    source = solution_cell("t1class1")
+    source = LESSON.cell("t1class1")
     assert gc.check_classification(run_classify(source, FINDINGS), FINDINGS).startswith(
         "classification ok"
     )
 
 
-@pytest.mark.parametrize("mistake", mistakes_of("t1class1"), ids=lambda m: m["name"])
+@pytest.mark.parametrize("mistake", LESSON.mistakes_of("t1class1"), ids=lambda m: m["name"])
 def test_each_wrong_rule_is_caught(mistake):
     classified = run_classify(mistake["source"], FINDINGS)
     with pytest.raises(AssertionError, match=mistake["caught_by"]):
@@ -195,12 +184,12 @@ def comment_fn_of(source: str):
 
 def test_check_comment_function_accepts_the_package_and_the_solution():
     assert gc.check_comment_function(gc.comment_with_classification).startswith("comments ok")
-    assert gc.check_comment_function(comment_fn_of(solution_cell("t2comm01"))).startswith(
+    assert gc.check_comment_function(comment_fn_of(LESSON.cell("t2comm01"))).startswith(
         "comments ok"
     )
 
 
-@pytest.mark.parametrize("mistake", mistakes_of("t2comm01"), ids=lambda m: m["name"])
+@pytest.mark.parametrize("mistake", LESSON.mistakes_of("t2comm01"), ids=lambda m: m["name"])
 def test_each_wrong_comment_is_caught(mistake):
     with pytest.raises(AssertionError, match=mistake["caught_by"]):
         gc.check_comment_function(comment_fn_of(mistake["source"]))

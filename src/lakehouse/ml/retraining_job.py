@@ -1060,12 +1060,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_id is None and args.step and args.step[0] != "decide":
         parser.error("--step after decide needs the --run-id of the run to continue")
 
+    import warnings
+
     from tqdm.auto import tqdm
 
     from lakehouse import get_spark
     from lakehouse.course import prepare_datasets
     from lakehouse.ml import tracking
 
+    warnings.filterwarnings("ignore", module="mlflow")  # its notices about its own future
     spark = get_spark(scale=args.scale)
     prepare_datasets(scale=args.scale, seed=args.seed)
     tracking.configure(spark)

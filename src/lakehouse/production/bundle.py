@@ -261,8 +261,9 @@ def _merge_included(bundle: Bundle, path: Path) -> None:
 
 def copy_bundle(root: str | Path, dest: str | Path) -> Path:
     """Copy the bundle at ``root`` to ``dest`` with what it points at (``databricks.yml``, the
-    files its ``include`` globs match, the course's notebooks and ``pyproject.toml``), so a
-    copy can be broken on purpose and checked. Returns ``dest``.
+    files its ``include`` globs match, the course's notebooks, the package's Python files that
+    Python tasks run, and ``pyproject.toml``), so a copy can be broken on purpose and checked.
+    Returns ``dest``.
 
     >>> broken = copy_bundle(".", tmp / "bundle")  # doctest: +SKIP
     """
@@ -273,6 +274,7 @@ def copy_bundle(root: str | Path, dest: str | Path) -> Path:
 
     for folder in [root / _SOLUTIONS, *notebooks.exercise_dirs(root)]:
         files.update(folder.rglob("*.ipynb"))
+    files.update((root / "src").rglob("*.py"))
     for path in files:
         if path.is_file() and ".ipynb_checkpoints" not in path.parts:
             target = dest / path.relative_to(root)

@@ -262,8 +262,9 @@ def _merge_included(bundle: Bundle, path: Path) -> None:
 def copy_bundle(root: str | Path, dest: str | Path) -> Path:
     """Copy the bundle at ``root`` to ``dest`` with what it points at (``databricks.yml``, the
     files its ``include`` globs match, the course's notebooks, the package's Python files that
-    Python tasks run, and ``pyproject.toml``), so a copy can be broken on purpose and checked.
-    Returns ``dest``.
+    Python tasks run, ``pyproject.toml``, and every other local file a resource names: a
+    pipeline's sources, a dashboard's ``.lvdash.json``), so a copy can be broken on purpose and
+    checked. Returns ``dest``.
 
     >>> broken = copy_bundle(".", tmp / "bundle")  # doctest: +SKIP
     """
@@ -275,6 +276,15 @@ def copy_bundle(root: str | Path, dest: str | Path) -> Path:
     for folder in [root / _SOLUTIONS, *notebooks.exercise_dirs(root)]:
         files.update(folder.rglob("*.ipynb"))
     files.update((root / "src").rglob("*.py"))
+    for kind, items in (bundle.config.get("resources") or {}).items():
+        for name, body in (items or {}).items():
+            for _, value, is_glob in _local_paths(kind, body or {}):
+                if _is_remote(value):
+                    continue
+                base = bundle.origin(kind, name).parent
+                files.update(base.glob(value) if is_glob else [_path_of(bundle, kind, name, value)])
+    root = root.resolve()
+    files = {f.resolve() for f in files if f.resolve().is_relative_to(root)}
     for path in files:
         if path.is_file() and ".ipynb_checkpoints" not in path.parts:
             target = dest / path.relative_to(root)

@@ -68,7 +68,7 @@ class Kpi:
     """One KPI: the view ``gold.<name>`` defined by ``sql``, drawn as ``chart``.
 
     ``x`` is the column along the axis (the categories of a bar chart or the slices of a pie,
-    the dates of a line chart; none for a counter) and ``y`` the measure(s) drawn: one for a
+    the months of a line chart; none for a counter) and ``y`` the measure(s) drawn: one for a
     bar, line or pie chart, one counter each for a counter. ``order_by`` orders the rows a
     chart reads. A column's name says its format: ``*_rate`` and ``share_*`` are fractions
     shown as percentages, ``*_usd`` are dollars, the rest are counts.
@@ -483,8 +483,10 @@ def figure(item: Kpi, rows, *, height: int = 360):
                 **options,
             )
         )
+        # A line chart is a time series of months (the lvdash draws its x as temporal too).
+        months = {"dtick": "M1", "tickformat": "%b %Y"} if item.chart == "line" else {}
         fig.update_layout(
-            xaxis_title=label(item.x),
+            xaxis={"title": label(item.x), **months},
             yaxis={"title": label(item.y[0]), "tickformat": y_format, "rangemode": "tozero"},
         )
     fig.update_layout(

@@ -5,7 +5,7 @@
 #   make test   [PYTEST_ARGS='-m "not notebooks"'] [PYTEST_WORKERS=2|0]
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
 #   make retrain [RECIPE=...] [AS_OF=...] # the fraud model's retraining loop, evidence in ml.retraining_runs
-#   make lab | exercises | strip | expected | lint | bench | bench-streaming | bench-serving
+#   make lab | exercises | strip | expected | dashboard | lint | bench | bench-streaming | bench-serving
 #   make reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
 #   make kafka-start | kafka-stop       # a local Kafka broker on 127.0.0.1:19092
@@ -32,7 +32,7 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test reconcile retrain lab exercises strip expected check-notebooks lint bench bench-streaming bench-serving \
+.PHONY: help bootstrap course test reconcile retrain lab exercises strip expected dashboard check-notebooks lint bench bench-streaming bench-serving \
 	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop pg-load reset clean
 
 help:
@@ -44,6 +44,7 @@ help:
 	@echo "make exercises  regenerate the exercise notebooks from solutions/"
 	@echo "make strip      strip outputs from the course notebooks"
 	@echo "make expected   refresh nbval expected outputs in tests/expected/"
+	@echo "make dashboard  rewrite dashboards/lakehouse_kpis.lvdash.json from the KPI spec"
 	@echo "make lint       ruff check and format check"
 	@echo "make bench      delta-spark, embedded and plain parquet doing the same work (BENCH_ARGS=--rows N)"
 	@echo "make bench-streaming  events/s and latency of the payment stream from files and Kafka, Delta vs parquet"
@@ -104,6 +105,11 @@ strip: bootstrap
 
 expected: bootstrap
 	@$(VENV)/bin/lakehouse-notebooks expected
+
+# The Databricks dashboard file the bundle deploys, generated from lakehouse.production.dashboards
+# .SPEC; tests/test_production_dashboards.py fails when the committed file is stale.
+dashboard: bootstrap
+	@$(PY) -m lakehouse.production.lvdash
 
 check-notebooks: bootstrap
 	@$(VENV)/bin/lakehouse-notebooks check

@@ -17,7 +17,8 @@ structure and, with the datasets' columns from local Spark (:func:`dataset_colum
 column a widget reads; :func:`check_committed_lvdash` fails when the committed file
 (:data:`LVDASH_FILE`) is not the spec's.
 
-    python -m lakehouse.production.lvdash           # rewrite dashboards/lakehouse_kpis.lvdash.json
+    make dashboard                                  # rewrite dashboards/lakehouse_kpis.lvdash.json
+    python -m lakehouse.production.lvdash           # the same
     python -m lakehouse.production.lvdash --check   # exit 1 when it is stale
 
 >>> from lakehouse.production import lvdash
@@ -423,12 +424,13 @@ def check_committed_lvdash(root: str | os.PathLike | None = None, spec=SPEC) -> 
     want = lvdash_json(lvdash(spec))
     if not path.is_file():
         raise AssertionError(
-            f"{path} is missing: write it with `python -m lakehouse.production.lvdash`"
+            f"{path} is missing: write it with `make dashboard` (python -m "
+            "lakehouse.production.lvdash)"
         )
     if path.read_text(encoding="utf-8") != want:
         raise AssertionError(
-            f"{path} differs from the spec's dashboard: rewrite it with `python -m "
-            "lakehouse.production.lvdash` and commit it"
+            f"{path} differs from the spec's dashboard: rewrite it with `make dashboard` "
+            "(python -m lakehouse.production.lvdash) and commit it"
         )
     doc = json.loads(want)
     return (

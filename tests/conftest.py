@@ -32,6 +32,8 @@ _LONGEST_FIRST = (
     "test_services.py",
     "test_delta_spark_engine.py",
     "test_system_of_record.py",
+    "test_governance_delta.py",
+    "test_production_dashboards.py",
 )
 
 

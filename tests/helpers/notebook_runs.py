@@ -32,21 +32,49 @@ requires_java = pytest.mark.skipif(
 
 
 # Every lesson runs classic under nbval, and through Spark Connect too unless it is listed here
-# with the reason Connect adds nothing: the lessons below only read files and run DataFrame or
-# SQL transformations that lessons run through Connect run too. Connect's own paths (the
-# DeltaTable API, MERGE, the change data feed, table maintenance, every streaming query,
-# foreachBatch, JDBC on the server, pyspark.ml, MLflow from a Connect client) stay covered,
-# and every lesson, listed or not, passes the static check for what only a classic session
-# has (`lakehouse-notebooks check`: lakehouse.production.compat). Why any are left out: the
-# CI budget (75 minutes on two cores), where a lesson's Connect run costs about a minute of a
-# worker.
+# with the reason Connect adds nothing. Through Connect runs a representative subset, at least one
+# lesson per module and every path where a Connect client differs from a classic session: the
+# DeltaTable API (01_bronze/00, 02), streaming from files and Kafka (01_bronze/03,
+# 04_streaming/01), the change data feed (01_bronze/04), JDBC on the server (01_bronze/05), MERGE
+# (02_silver/03, 04), table maintenance (03_gold/06), watermarks and stateful windows
+# (04_streaming/03), foreachBatch (04_streaming/04, 06), stream operations (04_streaming/06),
+# pyspark.ml (05_ml/03), MLflow models as Spark UDFs in batch and streaming (05_ml/06), session
+# variables and temporary SQL functions (06_governance/02), and a lesson without Spark
+# (07_production/02). The lessons listed below use only DataFrame and SQL transformations,
+# MERGE, pandas and MLflow's client, which those cover; every lesson, listed or not, passes the
+# static check for what only a classic session has (`lakehouse-notebooks check`:
+# lakehouse.production.compat), and `SPARK_REMOTE=sc://localhost:15002 make course` runs them
+# all through Connect.
+# Why any are left out: the CI budget (75 minutes on two cores), where a lesson's Connect run
+# costs one to eight minutes of a worker.
 CLASSIC_ONLY = {
     "01_bronze/01_sources_tour.ipynb": "reads the raw files; 01_bronze/02 reads them too",
+    "02_silver/01_validation_and_quarantine.ipynb": "DataFrame filters and Delta writes, as in "
+    "01_bronze/02",
     "02_silver/02_expectations.ipynb": "aggregates and filters; 02_silver/01 writes the same way",
+    "02_silver/05_apply_cdc.ipynb": "MERGE from a change feed, as in 02_silver/03 and 04",
     "02_silver/06_sessionization.ipynb": "window functions, as in 05_ml/01",
     "03_gold/01_date_dimension.ipynb": "a generated DataFrame written once, as in 03_gold/02",
+    "03_gold/02_conformed_dimensions.ipynb": "joins and MERGE, as in 02_silver/03 and 04",
+    "03_gold/03_fact_tables.ipynb": "joins, writes and OPTIMIZE, as in 03_gold/06",
     "03_gold/04_customer_360.ipynb": "joins and aggregates over the facts of 03_gold/03",
     "03_gold/05_business_analytics.ipynb": "SQL and DataFrame analytics over the star schema",
+    "04_streaming/02_streaming_bronze_to_silver.ipynb": "a Kafka stream into Delta, as in "
+    "04_streaming/01 and 06",
+    "04_streaming/05_risk_and_compliance_alerts.ipynb": "windows, foreachBatch and MERGE, as in "
+    "04_streaming/03 and 04",
+    "05_ml/01_point_in_time_features.ipynb": "window functions and as-of joins in DataFrames",
+    "05_ml/02_training_a_fraud_model.ipynb": "toPandas, scikit-learn and MLflow's client",
+    "05_ml/04_registry_and_gate.ipynb": "MLflow's registry client and pandas",
+    "05_ml/05_churn_on_customer_360.ipynb": "toPandas, scikit-learn, MLflow and a MERGE",
+    "05_ml/07_real_time_serving.ipynb": "an HTTP model server and MERGE into the inference log",
+    "05_ml/08_monitoring_and_drift.ipynb": "aggregates over the inference log and MERGE",
+    "05_ml/09_closing_the_loop.ipynb": "the retraining job: MLflow, pandas and Delta writes; "
+    "05_ml/06 scores through Connect",
+    "06_governance/01_inventory_and_classification.ipynb": "a scan of sampled values in pandas "
+    "and ALTER TABLE comments; 06_governance/02 runs through Connect for the module",
+    "07_production/03_kpi_dashboards.ipynb": "SQL views and SELECTs; its page is read back in "
+    "Chromium by tests/test_production_dashboards.py",
     "07_production/04_ci_cd_for_data.ipynb": "reads notebooks and YAML, no Spark; 07_production/02 "
     "(no Spark either, a few seconds) runs through Connect for the module",
 }

@@ -165,6 +165,96 @@ def test_an_in_place_update_fails_the_comparison_with_the_rebuild(spark):
         assertDataFrameEqual(wrong.select(PERIOD), rebuilt.select(PERIOD))
 
 
+# --------------------------------------------------------------------------- a third delivery
+
+
+def _merge_without_current_condition(spark, batch_df, table):
+    """apply_scd2 with the classic bug: the merge condition lacks ``AND t.is_current``."""
+    from lakehouse import DeltaTable
+
+    history = DeltaTable.forName(spark, table)
+    versions = scd2.versions_to_apply(history.toDF().where("is_current"), batch_df, **OPTIONS)
+    columns = history.toDF().columns
+    (
+        history.alias("t")
+        .merge(scd2.staged_updates(versions, key="id").alias("s"), "t.id = s._merge_key")
+        .whenMatchedUpdate(set={scd2.END: f"s.{scd2.START}", scd2.CURRENT: "false"})
+        .whenNotMatchedInsert(
+            condition="s._merge_key IS NULL", values={c: f"s.`{c}`" for c in columns}
+        )
+        .execute()
+    )
+
+
+def test_the_next_delivery_changes_one_key_again_and_one_back_and_exposes_the_merge_bug(spark):
+    from lakehouse import DeltaTable
+
+    table = "scd2_tests.third_delivery"
+    every_version = frame(spark, BATCH_1 + BATCH_2)
+    for rows in (BATCH_1, BATCH_2):
+        scd2.apply_scd2(spark, frame(spark, rows), table, **OPTIONS)
+    delivery = scd2.next_delivery(spark.table(table), every_version, **OPTIONS)
+    # c (two versions) moves to the first other current row's city; a (three) goes back
+    assert [tuple(r) for r in delivery.select("id", "city", "segment", "updated_at").collect()] == [
+        ("a", "Paris", "vip", ts(9)),
+        ("c", "Lyon", "corporate", ts(9)),
+    ]
+    assert delivery.columns == every_version.columns
+
+    before = DeltaTable.forName(spark, table).history(1).collect()[0].version
+    scd2.apply_scd2(spark, delivery, table, **OPTIONS)
+    summary = scd2.check_next_delivery(
+        spark.read.option("versionAsOf", before).table(table),
+        spark.table(table),
+        delivery,
+        key="id",
+        tracked=TRACKED,
+        name=table,
+    )
+    assert summary.startswith(f"{table}: the next delivery added one version to each of a, c")
+
+    DeltaTable.forName(spark, table).restoreToVersion(before)
+    _merge_without_current_condition(spark, delivery, table)
+    with pytest.raises(AssertionError, match=r"already closed.*AND t.is_current"):
+        scd2.check_next_delivery(
+            spark.read.option("versionAsOf", before).table(table),
+            spark.table(table),
+            delivery,
+            key="id",
+            tracked=TRACKED,
+        )
+    # the same bug passes both earlier deliveries: only the third one shows it
+    DeltaTable.forName(spark, table).restoreToVersion(before)
+    with pytest.raises(AssertionError, match="gain exactly one version"):
+        scd2.check_next_delivery(
+            spark.read.option("versionAsOf", before).table(table),
+            spark.table(table),
+            delivery,
+            key="id",
+            tracked=TRACKED,
+        )
+    with pytest.raises(ValueError, match="apply the first two deliveries"):
+        scd2.next_delivery(
+            frame(spark, BATCH_1).select(
+                "*",
+                F.col("updated_at").alias(scd2.START),
+                F.lit(True).alias(scd2.CURRENT),
+            ),
+            every_version,
+            **OPTIONS,
+        )
+
+
+def test_two_deliveries_hide_the_missing_current_condition(spark):
+    """Why the lesson needs the third delivery: with the bug, two deliveries still build the
+    right history."""
+    table = "scd2_tests.two_deliveries_bug"
+    scd2.create_history_table(spark, table, frame(spark, BATCH_1), sequence_by="updated_at")
+    for rows in (BATCH_1, BATCH_2):
+        _merge_without_current_condition(spark, frame(spark, rows), table)
+    assertDataFrameEqual(spark.table(table).select(PERIOD), periods(spark, EXPECTED))
+
+
 # --------------------------------------------------------------------------- the check
 
 

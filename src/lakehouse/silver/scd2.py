@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -316,4 +318,118 @@ def check_scd2(
         f"{name} has periods that overlap or leave a gap, e.g. {bad}: ordered by {start}, each "
         f"row must end exactly when the next one starts ({end} = next {start}), and the last "
         "row must be the current one."
+    )
+
+
+def next_delivery(
+    history_df: DataFrame,
+    source_df: DataFrame,
+    *,
+    key: str,
+    sequence_by: str,
+    tracked: Sequence[str],
+    batch_id: str = "003",
+) -> DataFrame:
+    """A further delivery, a day after the latest record of ``source_df``, built to expose the
+    SCD2 bugs two deliveries hide. Two keys of ``history_df`` change:
+
+    - the first key with exactly two versions **changes again**, to the tracked values of
+      another key's current row (a merge whose condition does not keep to the current row,
+      ``AND t.is_current``, closes its old closed row a second time);
+    - the first key with three or more versions **changes back** to its first version's values
+      (a comparison with any version but the current one sees no change).
+
+    Returns one record per key with ``source_df``'s columns (its latest record, the tracked
+    columns replaced, ``sequence_by`` one day after the source's latest and ``_batch_id`` =
+    ``batch_id`` when the source has one), in key order. Raises ``ValueError`` when the history
+    has no key of either kind (apply at least two deliveries first).
+    """
+    key = _check_key(key)
+    tracked = _tracked(tracked)
+    require_columns(history_df, [key, START, CURRENT, *tracked], "history")
+    require_columns(source_df, [key, sequence_by, *tracked], "source")
+    counts = history_df.groupBy(key).count()
+    again = counts.where("count = 2").agg(F.min(key)).first()[0]
+    back = counts.where("count >= 3").agg(F.min(key)).first()[0]
+    if again is None or back is None:
+        raise ValueError(
+            "next_delivery needs a key with two versions and one with three or more: apply the "
+            "first two deliveries to the history before the drill"
+        )
+    current = history_df.where(F.col(CURRENT))
+    mine = current.where(F.col(key) == again).select(*tracked).first()
+    differs = [
+        ~F.col(c).eqNullSafe(F.lit(mine[c])) for c in tracked if c in ("street", "city")
+    ] or [~F.col(tracked[0]).eqNullSafe(F.lit(mine[tracked[0]]))]
+    moved_to = (
+        current.where((F.col(key) != again) & reduce(lambda a, b: a | b, differs))
+        .orderBy(key)
+        .select(*tracked)
+    ).first()
+    first_version = history_df.where(F.col(key) == back).orderBy(START).select(*tracked).first()
+    new_values = {again: moved_to.asDict(), back: first_version.asDict()}
+    latest = source_df.where(F.col(key).isin(again, back)).transform(
+        latest_per_key(
+            key, sequence_by, tie_breakers=[c for c in DELIVERY_ORDER if c in source_df.columns]
+        )
+    )
+    next_time = source_df.agg(F.max(sequence_by)).first()[0] + timedelta(days=1)
+    replaced = {
+        c: F.when(F.col(key) == again, F.lit(new_values[again][c]))
+        .otherwise(F.lit(new_values[back][c]))
+        .cast(source_df.schema[c].dataType)
+        for c in tracked
+    }
+    replaced[sequence_by] = F.lit(next_time).cast(source_df.schema[sequence_by].dataType)
+    if "_batch_id" in source_df.columns:
+        replaced["_batch_id"] = F.lit(batch_id).cast(source_df.schema["_batch_id"].dataType)
+    return latest.withColumns(replaced).select(*source_df.columns).orderBy(key)
+
+
+def check_next_delivery(
+    before_df: DataFrame,
+    after_df: DataFrame,
+    delivery_df: DataFrame,
+    *,
+    key: str,
+    tracked: Sequence[str],
+    name: str = "the history",
+) -> str:
+    """Assert that ``delivery_df`` (see :func:`next_delivery`) was applied to the history
+    ``before_df`` as SCD Type 2 must, giving ``after_df``: no version already closed was
+    touched, each delivered key gained exactly one version, current with the delivered values,
+    and the invariants of :func:`check_scd2` hold. Returns a one-line summary."""
+    key = _check_key(key)
+    tracked = _tracked(tracked)
+    period = [key, *tracked, START, END, CURRENT]
+    rewritten = before_df.where(~F.col(CURRENT)).select(period).exceptAll(after_df.select(period))
+    bad = [r.asDict() for r in rewritten.limit(2).collect()]
+    assert not bad, (
+        f"The delivery changed {rewritten.count()} version(s) of {name} that were already "
+        f"closed, e.g. {bad}: the merge must match only a customer's current row, so keep "
+        f"`AND t.{CURRENT}` in the merge condition (a closed version never changes again)."
+    )
+    keys = [r[key] for r in delivery_df.select(key).collect()]
+    before = dict(before_df.where(F.col(key).isin(keys)).groupBy(key).count().collect())
+    after = dict(after_df.where(F.col(key).isin(keys)).groupBy(key).count().collect())
+    wrong = {
+        k: (before.get(k, 0), after.get(k, 0))
+        for k in keys
+        if after.get(k, 0) != before.get(k, 0) + 1
+    }
+    assert not wrong, (
+        f"Each customer of the delivery should gain exactly one version; (before, after): "
+        f"{wrong}. Changing back to an earlier address is a change too: compare the new "
+        "version's hash with the current row's, not with any earlier version."
+    )
+    delivered = delivery_df.select(key, *tracked)
+    stale = delivered.exceptAll(after_df.where(F.col(CURRENT)).select(key, *tracked))
+    assert stale.isEmpty(), (
+        f"The current rows of {keys} should hold the delivered values: {stale.collect()[:2]}. "
+        "Insert every new version with is_current = true and close the old one."
+    )
+    check_scd2(after_df, key, name=name)
+    return (
+        f"{name}: the next delivery added one version to each of {', '.join(map(str, keys))}, "
+        "and no closed version changed"
     )

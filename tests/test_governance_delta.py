@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-FILES = ("governance_classification_delta.py", "governance_access_delta.py")
+FILES = (
+    "governance_classification_delta.py",
+    "governance_access_delta.py",
+    "governance_vault_delta.py",
+)
 
 
 @pytest.mark.parametrize("name", FILES)

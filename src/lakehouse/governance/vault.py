@@ -452,10 +452,10 @@ FROM {SOURCE_TABLE} AS c
 JOIN ({data_keys_sql()}) AS k ON k.customer_sk = c.customer_sk"""
 
 
-def check_vault(spark: SparkSession) -> str:
+def check_vault(spark: SparkSession, *, shredded: Iterable[int] = ()) -> str:
     """The vault against the source: keyed by ``customer_sk``, no clear PII, one row per
     customer, each value opening (AES-GCM) with its own customer's data key and with no
-    other key."""
+    other key; the rows of ``shredded`` customers must open with nothing at all."""
     vault = spark.table(VAULT_TABLE)
     source = spark.table(SOURCE_TABLE).select("customer_sk", *PII_COLUMNS)
     strings = [f.name for f in vault.schema.fields if f.dataType.simpleString() == "string"]
@@ -486,13 +486,16 @@ def check_vault(spark: SparkSession) -> str:
         f"CAST(try_aes_decrypt(v.{c}_enc, k.data_key, 'GCM') AS STRING) <=> s.{c}"
         for c in PII_COLUMNS
     )
+    shredded_list = ", ".join(str(int(sk)) for sk in shredded) or "NULL"
     stats = spark.sql(
         f"""WITH keys AS ({data_keys_sql()}),
 neighbours AS (SELECT customer_sk, lead(data_key) OVER (ORDER BY customer_sk) AS other_key
                FROM keys)
 SELECT count(*) AS rows, count(DISTINCT v.customer_sk) AS customers,
        (SELECT count(*) FROM _vault_source) AS source_rows,
-       count_if({opens}) AS opens_with_own_key,
+       count_if({opens} OR v.customer_sk IN ({shredded_list})) AS opens_with_own_key,
+       count_if(v.customer_sk IN ({shredded_list})
+                AND try_aes_decrypt(v.email_enc, k.data_key, 'GCM') IS NOT NULL) AS unshredded,
        count_if(try_aes_decrypt(v.email_enc, {master_key_sql()}, 'GCM') IS NOT NULL
                 OR try_aes_decrypt(v.email_enc, n.other_key, 'GCM') IS NOT NULL)
          AS opens_with_another_key,
@@ -521,6 +524,11 @@ LEFT JOIN _vault_source s ON s.customer_sk = v.customer_sk"""
         raise AssertionError(
             f"{VAULT_TABLE} has {stats.rows} rows for {stats.customers} customer_sk values, the "
             f"source {stats.source_rows} customers: one row per customer of {SOURCE_TABLE}"
+        )
+    if stats.unshredded:
+        raise AssertionError(
+            f"{stats.unshredded} shredded customers' vault rows still open: shredding deletes "
+            f"the customer's key row from {KEYS_TABLE} (and VACUUMs it away)"
         )
     if stats.opens_with_own_key != stats.rows:
         raise AssertionError(
@@ -769,8 +777,8 @@ def check_stats(spark: SparkSession, table: str = CONTACTS_TABLE) -> str:
             "reads every file); name the non-PII columns in delta.dataSkippingStatsColumns"
         )
     return (
-        f"log statistics ok: {summary['files']} files, min/max of "
-        f"{', '.join(INDEXED_COLUMNS)} only, no PII in the statistics"
+        f"log statistics ok: every file of the current version has min/max of "
+        f"{', '.join(INDEXED_COLUMNS)} only, no PII"
     )
 
 

@@ -700,13 +700,13 @@ def lake_schema(spark: SparkSession, tables: Iterable[str]) -> dict[str, dict[st
 def contracts_schema(
     spark: SparkSession | None, contracts: Sequence[Contract]
 ) -> dict[str, dict[str, str]]:
-    """The schema the contracts are parsed with: every source table's columns from the lake
-    when it exists, else from the contract that computes it (so a chain parses before its
-    tables are built)."""
-    sources = {s for c in contracts for s in source_tables(c.sql)}
-    schema: dict[str, dict[str, str]] = lake_schema(spark, sources) if spark is not None else {}
+    """The schema the contracts are parsed with: every source and target table's columns from
+    the lake when it exists, else from the contract that computes it (so a chain parses
+    before its tables are built)."""
+    tables = {s for c in contracts for s in source_tables(c.sql)} | {c.target for c in contracts}
+    schema: dict[str, dict[str, str]] = lake_schema(spark, tables) if spark is not None else {}
     by_target = {c.target: c for c in contracts}
-    pending = [t for t in sorted(sources) if t not in schema and t in by_target]
+    pending = [t for t in sorted(tables) if t not in schema and t in by_target]
     for _ in range(len(pending) + 1):
         for table in list(pending):
             needed = set(source_tables(by_target[table].sql))
@@ -1253,3 +1253,62 @@ def check_downstream(downstream_of, edges: pd.DataFrame) -> str:
             )
     counts = ", ".join(f"{t}.{c}: {len(downstream(edges, t, c))}" for t, c in DOWNSTREAM_STARTS)
     return f"downstream ok: every derived column, with the fewest hops ({counts})"
+
+
+def check_lineage_tables(spark: SparkSession, edges: pd.DataFrame) -> str:
+    """The captured tables hold Databricks' column names, one row per parsed edge, and every
+    contract's target."""
+    for table, schema in (
+        (TABLE_LINEAGE, TABLE_LINEAGE_SCHEMA),
+        (COLUMN_LINEAGE, COLUMN_LINEAGE_SCHEMA),
+    ):
+        columns = spark.table(table).columns
+        missing = [f.name for f in schema if f.name not in columns]
+        assert not missing, f"{table} lacks {missing}: write it with ln.write_lineage"
+    column_rows = spark.table(COLUMN_LINEAGE).count()
+    distinct_edges = len(edges[list(EDGE_COLUMNS)].drop_duplicates())
+    assert column_rows == distinct_edges, (
+        f"{COLUMN_LINEAGE} has {column_rows} rows for {distinct_edges} parsed edges: capture "
+        "it again (ln.lineage_frames, then ln.write_lineage), which overwrites both tables"
+    )
+    targets = {r[0] for r in spark.table(TABLE_LINEAGE).select("target_table_full_name").collect()}
+    lacking = sorted({c.target for c in CONTRACTS} - targets)
+    assert not lacking, f"{TABLE_LINEAGE} lacks the targets {lacking}: capture every contract"
+    return (
+        f"lineage captured: {column_rows} column edges into {len(targets)} tables, "
+        "with Databricks' system.access column names"
+    )
+
+
+# Where a customer's rows must be deleted from, whatever the lake holds beside: the core tables.
+ERASURE_MUST_REACH = {
+    "bronze.crm_customers": "customer_id",
+    "bronze.ecommerce_orders": "customer_id",
+    "bronze.payments_transactions": "customer_id",
+    "silver.customers": "customer_id",
+    "silver.customers_history": "customer_id",
+    "silver.orders": "customer_id",
+    "silver.payments": "customer_id",
+    "gold.dim_customer": "customer_id",
+    "gold.fact_sales": "customer_sk",
+    "gold.fact_payments": "customer_sk",
+    "gold.customer_360": "customer_id",
+}
+
+
+def check_erasure_scope(scope: pd.DataFrame) -> str:
+    """The scope reaches every core table with its key, by join and surrogate key too, and
+    asks no delete of a table without a key column."""
+    deletes = scope[scope["action"] == "delete"].set_index("table_full_name")["key_columns"]
+    for table, key in ERASURE_MUST_REACH.items():
+        assert table in deletes.index, (
+            f"the erasure scope misses {table}: follow copies upstream, hashes downstream and "
+            "join keys (ln.erasure_scope with ln.all_join_keys)"
+        )
+        assert key in deletes[table].split(", "), (
+            f"{table} is deleted by {deletes[table]!r}, it holds the customer in {key}"
+        )
+    keyless = [t for t, k in deletes.items() if not k]
+    assert not keyless, f"{keyless}: a delete needs a key column; recompute them instead"
+    recompute = int((scope["action"] == "recompute").sum())
+    return f"erasure scope ok: {len(deletes)} tables to delete from by key, {recompute} to rebuild"

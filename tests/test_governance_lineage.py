@@ -361,3 +361,66 @@ def test_the_downstream_check_passes_the_solution_and_names_each_mistake():
     ):
         with pytest.raises(AssertionError, match=named):
             ln.check_downstream(wrong, edges)
+
+
+# --------------------------------------------------------------------------- on Spark (embedded)
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAKEHOUSE_LAKE", str(lake))
+    mp.setenv("LAKEHOUSE_CATALOG", "governance_lineage_tests")
+    mp.delenv("SPARK_REMOTE", raising=False)
+    from lakehouse import get_spark
+
+    session = get_spark("embedded", scale="tiny")
+    session.sql("CREATE SCHEMA IF NOT EXISTS silver")
+    session.sql("CREATE SCHEMA IF NOT EXISTS gold")
+    session.createDataFrame(
+        [("C1", "a@example.com", "US")], "customer_id string, email string, country string"
+    ).write.format("delta").mode("overwrite").saveAsTable("silver.customers")
+    session.createDataFrame(
+        [("C1", "a@example.com")], "customer_id string, email_normalized string"
+    ).write.format("delta").mode("overwrite").saveAsTable("gold.audience")
+    yield session
+    mp.undo()
+
+
+AUDIENCE = "SELECT c.customer_id, lower(c.email) AS email_normalized FROM silver.customers AS c"
+
+
+def test_check_contract_runs_the_select_through_spark_analyzer(spark):
+    agrees = ln.Contract("gold.audience", AUDIENCE, "x", "y")
+    assert ln.check_contract(spark, agrees) == ("agrees", "2 columns from 1 sources")
+    extra = ln.Contract("gold.audience", AUDIENCE.replace(" FROM", ", c.country FROM"), "x", "y")
+    status, detail = ln.check_contract(spark, extra)
+    assert status == "drift" and "declares ['country'], which the table lacks" in detail
+    gone = ln.Contract("gold.audience", AUDIENCE.replace("c.email", "c.mail"), "x", "y")
+    status, detail = ln.check_contract(spark, gone)
+    assert status == "drift" and "cannot analyze" in detail
+    missing = ln.Contract("gold.nowhere", AUDIENCE, "x", "y")
+    assert ln.check_contract(spark, missing)[0] == "not built"
+    results = ln.check_contracts(spark, [agrees, extra])
+    with pytest.raises(AssertionError, match="gold.audience: declares"):
+        ln.assert_contracts_agree(results)
+    with pytest.raises(AssertionError, match="not checked"):
+        ln.assert_contracts_agree(results.iloc[:0], required=["gold.audience"])
+
+
+def test_lineage_frames_carry_databricks_columns_and_the_recursive_cte_walks_them(spark):
+    table_df, column_df = ln.lineage_frames(spark, EDGES.assign(entity="lesson"), catalog="dev")
+    assert [f.name for f in column_df.schema] == [f.name for f in ln.COLUMN_LINEAGE_SCHEMA]
+    assert "source_column_name" not in table_df.columns
+    assert table_df.count() == len(set(zip(EDGES.source_table, EDGES.target_table, strict=True)))
+    column_df.createOrReplaceTempView("lineage_under_test")
+    got = (
+        spark.sql(ln.downstream_sql("bronze.crm", "email", "lineage_under_test"))
+        .toPandas()
+        .sort_values(["hops", "table_full_name"])
+        .reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(
+        got, ln.downstream(EDGES, "bronze.crm", "email"), check_dtype=False
+    )

@@ -26,6 +26,7 @@ runs (``system.access.table_lineage`` / ``column_lineage``): :func:`databricks_q
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -879,8 +880,7 @@ def check_contract(spark: SparkSession, contract: Contract) -> tuple[str, str]:
     try:
         declared = spark.sql(contract.sql).columns
     except Exception as error:  # an AnalysisException, classic or through Spark Connect
-        first = str(error).strip().splitlines()[0][:160]
-        return "drift", f"Spark cannot analyze the contract: {first}"
+        return "drift", f"Spark cannot analyze the contract: {_analysis_error(error)}"
     actual = spark.table(contract.target).columns
     problems = []
     if len(set(declared)) != len(declared):
@@ -893,6 +893,18 @@ def check_contract(spark: SparkSession, contract: Contract) -> tuple[str, str]:
     if problems:
         return "drift", "; ".join(problems)
     return "agrees", f"{len(actual)} columns from {len(source_tables(contract.sql))} sources"
+
+
+def _analysis_error(error: Exception) -> str:
+    """An analysis error as its condition and the first name it quotes (``UNRESOLVED_COLUMN
+    (customer_ref)``): the same words classic and through Spark Connect, whose messages
+    differ in their details."""
+    text = str(error)
+    condition = re.search(r"\[([A-Z][A-Z_]+)(?:\.[A-Z_]+)?\]", text)
+    name = re.search(r"`[^`]+`(?:\.`[^`]+`)*", text)
+    if condition is None:
+        return text.strip().splitlines()[0][:160] if text.strip() else type(error).__name__
+    return condition.group(1) + (f" ({name.group(0).replace('`', '')})" if name else "")
 
 
 def check_contracts(spark: SparkSession, contracts: Sequence[Contract]) -> pd.DataFrame:

@@ -1324,3 +1324,21 @@ def check_erasure_scope(scope: pd.DataFrame) -> str:
     assert not keyless, f"{keyless}: a delete needs a key column; recompute them instead"
     recompute = int((scope["action"] == "recompute").sum())
     return f"erasure scope ok: {len(deletes)} tables to delete from by key, {recompute} to rebuild"
+
+
+def write_evidence(spark: SparkSession, checks: Mapping[str, tuple[bool, str]]) -> str:
+    """Overwrite ``governance.lineage_evidence`` with one row per check of the lesson: its
+    name, whether it passed, what it measured (the columns of the module's other evidence
+    tables). A DataFrame write, so it runs on every engine; Delta's history keeps earlier runs."""
+    from lakehouse.governance.classification import EVIDENCE_SCHEMA
+
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {GOVERNANCE_SCHEMA}")
+    rows = [("06_governance/06", name, bool(ok), detail) for name, (ok, detail) in checks.items()]
+    (
+        spark.createDataFrame(rows, EVIDENCE_SCHEMA)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .saveAsTable(EVIDENCE_TABLE)
+    )
+    return EVIDENCE_TABLE

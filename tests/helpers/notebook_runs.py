@@ -73,6 +73,10 @@ CLASSIC_ONLY = {
     "05_ml/06 scores through Connect",
     "06_governance/01_inventory_and_classification.ipynb": "a scan of sampled values in pandas "
     "and ALTER TABLE comments; 06_governance/02 runs through Connect for the module",
+    "06_governance/03_protecting_data_at_rest.ipynb": "SQL (aes_encrypt, sha2) and temporary "
+    "functions over session variables, as in 06_governance/02, and pyarrow reads of the files",
+    "06_governance/06_lineage_and_impact.ipynb": "the analyzer's schemas of SQL queries and a "
+    "recursive CTE; 06_governance/02 runs through Connect for the module",
     "07_production/03_kpi_dashboards.ipynb": "SQL views and SELECTs; its page is read back in "
     "Chromium by tests/test_production_dashboards.py",
     "07_production/04_ci_cd_for_data.ipynb": "reads notebooks and YAML, no Spark; 07_production/02 "

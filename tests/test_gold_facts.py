@@ -349,6 +349,28 @@ def test_a_wrong_formula_fails_the_exact_totals(fact_sales, silver):
         facts.check_sales_measures(profit_with_tax)
 
 
+def test_cost_is_converted_then_rounded_per_unit(spark, fact_sales, dims):
+    assert facts.check_sales_cost(fact_sales, dims["product"]) == len(ORDER_LINES_ROWS)
+    lines = "product_sk long, currency string, quantity int, cost decimal(12,2)"
+
+    def cost_of(*rows):
+        return spark.createDataFrame(list(rows), lines)
+
+    # P2 costs 2.25 USD; in GBP one unit is round(2.25 * 0.79, 2) = 1.78, so 3 units 5.34
+    facts.check_sales_cost(
+        cost_of((102, "GBP", 3, d("5.34")), (-1, "GBP", 1, None)), dims["product"]
+    )
+    with pytest.raises(AssertionError, match="convert it to the order's currency"):
+        facts.check_sales_cost(cost_of((102, "GBP", 3, d("6.75"))), dims["product"])
+    with pytest.raises(AssertionError, match="round the line, not the unit"):  # 5.3325
+        facts.check_sales_cost(cost_of((102, "GBP", 3, d("5.33"))), dims["product"])
+    with pytest.raises(AssertionError, match=r"1 line\(s\) break cost"):
+        facts.check_sales_cost(cost_of((-1, "GBP", 1, d("0.00"))), dims["product"])
+    as_double = fact_sales.withColumn("cost", F.col("cost").cast("double"))
+    with pytest.raises(AssertionError, match="cost is double"):
+        facts.check_sales_cost(as_double, dims["product"])
+
+
 # ------------------------------------------------------------------------------------------------
 # fact_payments
 # ------------------------------------------------------------------------------------------------

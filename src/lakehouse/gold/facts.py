@@ -754,6 +754,59 @@ def check_sales_measures(fact_sales: DataFrame) -> int:
     return int(counts["_rows"])
 
 
+def check_sales_cost(
+    sales_df: DataFrame, dim_product_df: DataFrame, *, name: str = "fact_sales"
+) -> int:
+    """Assert every line's ``cost`` is ``quantity * round(unit_cost * rate, 2)``: the catalog's
+    USD unit cost (from ``dim_product_df`` by ``product_sk``) converted to the order's currency
+    and rounded to the cent **per unit**, then times the quantity; null for the unknown product.
+    Returns the number of lines checked.
+
+    >>> check_sales_cost(sales_measured_df, dim_product_df)  # doctest: +SKIP
+    2464
+    """
+    require_columns(sales_df, ["product_sk", "currency", "quantity", "cost"], name)
+    require_columns(dim_product_df, ["product_sk", "unit_cost"], "dim_product_df")
+    _amounts_are_exact(sales_df, ["cost"], name)
+    unit_cost = dim_product_df.select("product_sk", F.col("unit_cost").alias("_unit_cost"))
+    joined = sales_df.select("product_sk", "currency", "quantity", "cost").join(
+        unit_cost, "product_sk", "left"
+    )
+    local = F.round(F.col("_unit_cost") * fx_per_usd("currency"), 2)
+    in_usd = F.col("quantity") * F.col("_unit_cost")
+    summary = joined.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count_if(~F.col("cost").eqNullSafe(F.col("quantity") * local)).alias("wrong"),
+        F.count_if(
+            ~F.col("cost").eqNullSafe(F.col("quantity") * local)
+            & F.col("cost").eqNullSafe(in_usd)
+            & ~F.col("currency").eqNullSafe(F.lit("USD"))
+        ).alias("in_usd"),
+        F.count_if(
+            ~F.col("cost").eqNullSafe(F.col("quantity") * local)
+            & F.col("cost").eqNullSafe(F.round(in_usd * fx_per_usd("currency"), 2))
+        ).alias("rounded_late"),
+    ).first()
+    if summary["wrong"]:
+        if summary["in_usd"]:
+            why = (
+                f"{summary['in_usd']} of them hold the USD cost in a non-USD order: unit_cost is "
+                "in USD, convert it to the order's currency with facts.fx_per_usd('currency')"
+            )
+        elif summary["rounded_late"]:
+            why = (
+                f"{summary['rounded_late']} of them round the line, not the unit: round one "
+                "unit's converted cost to the cent, then multiply by quantity"
+            )
+        else:
+            why = "join unit_cost from dim_product by product_sk and follow the formula"
+        raise AssertionError(
+            f"{name}: {summary['wrong']} line(s) break cost = quantity * round(unit_cost * rate, "
+            f"2); {why}"
+        )
+    return int(summary["rows"])
+
+
 def check_point_in_time_keys(
     fact_df: DataFrame, dim_customer_df: DataFrame, *, at: str, name: str = "the fact"
 ) -> int:

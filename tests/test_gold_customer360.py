@@ -254,7 +254,9 @@ def test_lifetime_value_check_catches_a_missing_status_filter(c360_df, inputs):
         .groupBy("customer_id")
         .agg(F.sum("total_usd").alias("lifetime_value_usd"))
     )
-    with pytest.raises(AssertionError, match="140.00 USD.*status"):
+    with pytest.raises(
+        AssertionError, match="140.00 USD.*counts the cancelled and returned orders"
+    ):
         c360.check_lifetime_value(every_line, inputs["fact_sales"])
 
 
@@ -273,7 +275,7 @@ def test_lifetime_value_check_catches_orders_of_the_current_version_only(spark, 
         .groupBy("customer_id")
         .agg(F.sum("total_usd").alias("lifetime_value_usd"))
     )
-    with pytest.raises(AssertionError, match="4.50 USD.*20.00 USD"):
+    with pytest.raises(AssertionError, match="4.50 USD.*20.00 USD.*EVERY version's customer_sk"):
         c360.check_lifetime_value(current_only, inputs["fact_sales"])
 
 

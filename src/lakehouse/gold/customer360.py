@@ -719,20 +719,36 @@ def check_lifetime_value(c360_df: DataFrame, fact_sales_df: DataFrame) -> Decima
 
     Joining raw facts before aggregating (lines x payments x sessions) inflates it; dropping
     customers or forgetting the status filter changes it: all fail here."""
-    expected = (
-        revenue_lines(fact_sales_df)
-        .where(F.col("customer_sk") != UNKNOWN_KEY)
-        .agg(F.coalesce(F.sum("total_usd"), F.lit(0)).cast(MONEY))
-        .first()[0]
-    )
+    known = fact_sales_df.where(F.col("customer_sk") != UNKNOWN_KEY)
+    revenue = ~F.col("status").isin(*NON_REVENUE_STATUSES)
+    totals = known.agg(
+        F.coalesce(F.sum(F.when(revenue, F.col("total_usd"))), F.lit(0)).cast(MONEY).alias("rev"),
+        F.coalesce(F.sum("total_usd"), F.lit(0)).cast(MONEY).alias("every_line"),
+    ).first()
+    expected, every_line = totals["rev"], totals["every_line"]
     actual = c360_df.agg(F.coalesce(F.sum("lifetime_value_usd"), F.lit(0)).cast(MONEY)).first()[0]
     if actual != expected:
         ratio = f" ({actual / expected:.2f}x)" if expected else ""
+        if actual == every_line:
+            why = (
+                "It counts the cancelled and returned orders: sum total_usd only of lines whose "
+                f"status is not in {list(NON_REVENUE_STATUSES)}."
+            )
+        elif actual > expected:
+            why = (
+                "More: a join multiplied rows (aggregate each fact per customer BEFORE joining), "
+                f"or lines whose status is in {list(NON_REVENUE_STATUSES)} were counted."
+            )
+        else:
+            why = (
+                "Less: customers or lines are missing. Reach the facts through EVERY version's "
+                "customer_sk (an order placed before a move points at the old version), not the "
+                "current one only; count lines whose status is not in "
+                f"{list(NON_REVENUE_STATUSES)}."
+            )
         raise AssertionError(
             f"The lifetime values add up to {actual} USD, but gold.fact_sales holds {expected} "
-            f"USD of revenue from known customers{ratio}. More: a join multiplied rows "
-            "(aggregate each fact per customer BEFORE joining). Less: customers or lines are "
-            f"missing. Count lines whose status is not in {list(NON_REVENUE_STATUSES)}."
+            f"USD of revenue from known customers{ratio}. {why}"
         )
     return expected
 

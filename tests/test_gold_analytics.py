@@ -122,20 +122,22 @@ def test_explicit_range_and_moving_average(sales_df, dim_date_df):
 @pytest.mark.parametrize(
     ("wrong", "why"),
     [
-        ("net_amount", "mixed currencies: JPY and EUR amounts added to USD"),
-        ("total_usd", "tax included"),
+        ("net_amount", "own currencies"),  # JPY and EUR amounts added to USD
+        ("total_usd", "includes the tax"),
     ],
 )
 def test_reconciliation_catches_a_wrong_amount(spark, sales_df, dim_date_df, wrong, why):
     bad_sales = sales_df.withColumn("net_amount_usd", F.col(wrong).cast("decimal(12,2)"))
     wrong_daily = A.daily_revenue(bad_sales, dim_date_df)
-    with pytest.raises(AssertionError, match="adds up to .* but gold.fact_sales holds 490.00"):
+    with pytest.raises(
+        AssertionError, match=f"adds up to .* but gold.fact_sales holds 490.00.*{why}"
+    ):
         A.check_revenue_reconciles(wrong_daily, sales_df)
 
 
 def test_reconciliation_catches_cancelled_orders_counted(sales_df):
     every_status = sales_df.groupBy("date_key").agg(F.sum("net_amount_usd").alias("revenue"))
-    with pytest.raises(AssertionError, match="adds up to 585.00"):
+    with pytest.raises(AssertionError, match="adds up to 585.00.*counts cancelled and returned"):
         A.check_revenue_reconciles(every_status, sales_df, column="revenue")
 
 
@@ -313,6 +315,16 @@ def test_check_catches_declines_counted_as_approvals(payments_df):
         A.check_approval_rates(
             A.approval_rates(counted_all, "card_network"), payment_dicts(), "card_network"
         )
+
+
+def test_check_names_an_unrounded_rate(payments_df):
+    unrounded = (
+        payments_df.groupBy("card_network")
+        .agg(F.count(F.lit(1)).alias("attempts"), F.count_if("is_approved").alias("approved"))
+        .withColumn("approval_rate", F.col("approved") / F.col("attempts"))
+    )
+    with pytest.raises(AssertionError, match="visa.*rounded to 4 digits"):
+        A.check_approval_rates(unrounded, payment_dicts(), "card_network")
 
 
 def test_approval_rate_by_country_through_the_geography_dimension(spark, payments_df):

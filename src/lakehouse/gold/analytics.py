@@ -293,16 +293,50 @@ def check_revenue_reconciles(
 
     Catches: amounts summed in their own currencies (``net_amount``), tax included
     (``total_usd``), cancelled or returned orders counted, days lost by a join."""
-    expected = revenue_lines(fact_sales_df).agg(F.sum("net_amount_usd").cast(MONEY)).first()[0]
-    expected = expected or Decimal("0.00")
+    _require(
+        fact_sales_df, REVENUE_COLUMNS, "fact_sales_df", "Pass spark.table('gold.fact_sales')."
+    )
+    undone = F.col("status").isin(*NON_REVENUE_STATUSES)
+    known_day = F.col("status").isNotNull() & (F.col("date_key") != UNKNOWN_KEY)
+    # what the classic wrong sums would give, to name the cause (one pass over the fact)
+    wrong_sums = {
+        "with_tax": (known_day & ~undone, "total_usd"),
+        "mixed": (known_day & ~undone, "net_amount"),
+        "every_status": (known_day, "net_amount_usd"),
+    }
+    totals = fact_sales_df.agg(
+        F.sum(F.when(known_day & ~undone, F.col("net_amount_usd"))).cast(MONEY).alias("tax_free"),
+        *(
+            F.sum(F.when(rows, F.col(amount))).cast(MONEY).alias(key)
+            for key, (rows, amount) in wrong_sums.items()
+            if amount in fact_sales_df.columns
+        ),
+    ).first()
+    expected = totals["tax_free"] or Decimal("0.00")
     _require(revenue_df, [column], "revenue_df")
     actual = revenue_df.agg(F.sum(column).cast(MONEY)).first()[0] or Decimal("0.00")
     if actual != expected:
+        causes = {
+            "with_tax": "It includes the tax (total_usd): revenue is net_amount_usd, before tax.",
+            "mixed": "It adds amounts in their own currencies (net_amount): sum net_amount_usd.",
+            "every_status": (
+                f"It counts cancelled and returned orders: keep lines whose status is not in "
+                f"{list(NON_REVENUE_STATUSES)} (analytics.revenue_lines)."
+            ),
+        }
+        why = next(
+            (
+                text
+                for key, text in causes.items()
+                if key in totals.asDict() and totals[key] == actual
+            ),
+            "Sum net_amount_usd (one currency, before tax), filter the statuses, and keep every "
+            "day.",
+        )
         raise AssertionError(
             f"{column} adds up to {actual}, but gold.fact_sales holds {expected} USD of net "
             "revenue (net_amount_usd of lines whose order is neither cancelled nor returned). "
-            "Sum net_amount_usd (one currency, before tax), filter the statuses, and keep "
-            "every day."
+            f"{why}"
         )
     return expected
 
@@ -543,10 +577,15 @@ def check_approval_rates(rates_df: DataFrame, payments: Iterable[Mapping], by: s
     for key, (approved, attempts) in expected.items():
         rate = round(approved / attempts, 4)
         if got[key] != (approved, attempts, rate):
+            why = (
+                "approval_rate must be approved / attempts as a double rounded to 4 digits."
+                if got[key][:2] == (approved, attempts)
+                else "A declined attempt counts in attempts, not in approved (count the rows "
+                "where is_approved is true, not the non-null values)."
+            )
             raise AssertionError(
                 f"{by or 'overall'} = {key}: expected {approved} approved of {attempts} attempts "
-                f"(approval_rate {rate}), got (approved, attempts, rate) = {got[key]}. "
-                "A declined attempt counts in attempts, not in approved."
+                f"(approval_rate {rate}), got (approved, attempts, rate) = {got[key]}. {why}"
             )
 
 

@@ -437,6 +437,25 @@ def expected_row(day: date, fiscal_year_start_month: int = FISCAL_YEAR_START_MON
     }
 
 
+# What each attribute's classic mistake is, named in check_dim_date's message.
+COLUMN_HINTS = {
+    "date_key": "the integer YYYYMMDD of the date: date_format(date, 'yyyyMMdd') cast to int",
+    "day_of_week": "ISO 8601: Monday = 1 ... Sunday = 7, F.weekday(date) + 1, not F.dayofweek "
+    "(Sunday = 1)",
+    "is_weekend": "Saturday or Sunday: the ISO day_of_week >= 6",
+    "week_of_year": "the ISO 8601 week (weeks start on Monday, week 1 holds the year's first "
+    "Thursday): F.weekofyear, not a count of 7-day blocks from 1 January",
+    "iso_year": "the year the ISO week belongs to: extract YEAROFWEEK",
+    "fiscal_year": "named by the calendar year in which the fiscal year ends: from the start "
+    "month on, year + 1 (unless the fiscal year starts in January)",
+    "fiscal_month": "counted from the start month, 1 to 12: (month - start + 12) % 12 + 1",
+    "fiscal_quarter": "from the fiscal month, not the calendar: (fiscal_month - 1) div 3 + 1",
+    "holiday_name": "LEFT join the holidays on date = holiday_date",
+    "is_holiday": "true exactly when holiday_name is set",
+    "is_business_day": "neither a weekend nor a holiday",
+}
+
+
 def check_dim_date(
     dim_date_df: DataFrame,
     start: date,
@@ -491,9 +510,18 @@ def check_dim_date(
     if outside:
         problems.append(f"{len(outside)} day(s) outside {start}..{end}: {_few(outside)}")
     if problems:
+        fixes = []
+        if missing:
+            fixes.append(
+                "both ends are inclusive (sequence(start, end, INTERVAL 1 DAY) includes end), "
+                "and a join to another table must be a LEFT join from the days"
+            )
+        if duplicated:
+            fixes.append("a join fanned out: join a table holding one row per date")
         raise AssertionError(
             f"{name} should hold every day from {start} to {end} exactly once: "
             + "; ".join(problems)
+            + (f". Fix: {'; '.join(fixes)}" if fixes else "")
         )
 
     if len(unknown) > 1:
@@ -519,7 +547,9 @@ def check_dim_date(
                 wrong.setdefault(c, []).append(f"{r['date']}: {r[c]!r} (expected {want[c]!r})")
     if wrong:
         details = "; ".join(
-            f"{c} on {len(v)} day(s), e.g. {', '.join(v[:3])}" for c, v in wrong.items()
+            f"{c} on {len(v)} day(s), e.g. {', '.join(v[:3])}"
+            + (f" [{COLUMN_HINTS[c]}]" if c in COLUMN_HINTS else "")
+            for c, v in wrong.items()
         )
         raise AssertionError(f"{name} has wrong values: {details}")
 

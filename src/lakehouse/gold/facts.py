@@ -335,15 +335,18 @@ def payments_keys(
     return transform
 
 
+def payment_measure_columns() -> dict[str, Column]:
+    """``amount_usd`` and ``is_approved`` as columns of ``amount``, ``currency`` and ``status``."""
+    return {
+        "amount_usd": to_usd("amount", "currency"),
+        "is_approved": F.col("status") == "approved",
+    }
+
+
 def payment_measures(df: DataFrame) -> DataFrame:
     """Add ``amount_usd`` and ``is_approved`` to payments."""
     require_columns(df, ["amount", "currency", "status"], "payments")
-    return df.withColumns(
-        {
-            "amount_usd": to_usd("amount", "currency"),
-            "is_approved": F.col("status") == "approved",
-        }
-    )
+    return df.withColumns(payment_measure_columns())
 
 
 # --------------------------------------------------------------------------- builds

@@ -56,6 +56,7 @@ def latest_per_key(
     order_by: str | Sequence[str],
     *,
     tie_breakers: str | Sequence[str] = (),
+    columns: Sequence[str] | None = None,
 ) -> Callable[[DataFrame], DataFrame]:
     """A transform keeping one row per ``keys``: the one with the highest ``order_by``.
 
@@ -63,7 +64,9 @@ def latest_per_key(
     ``order_by`` descending (a null sorts lowest: a row without a version never wins over one
     that has it), then ``tie_breakers`` descending, then every other column: the same input keeps
     the same row whatever the partitioning, and exact copies collapse into one. A null key is a
-    key value like any other (as in ``GROUP BY``).
+    key value like any other (as in ``GROUP BY``). ``columns``, when given, are the input's
+    columns (none of them a map), so the transform never asks Spark for the DataFrame's schema:
+    a declarative pipeline's query function may not analyze its input.
 
     >>> latest = orders_df.transform(latest_per_key("order_id", "updated_at"))  # doctest: +SKIP
     """
@@ -72,27 +75,29 @@ def latest_per_key(
     tie_names = [] if not tie_breakers else _names(tie_breakers, "tie_breakers")
 
     def transform(df: DataFrame) -> DataFrame:
-        require_columns(df, key_names, "key")
-        require_columns(df, order_names, "order_by")
-        require_columns(df, tie_names, "tie_breakers")
         ranked = [*order_names, *tie_names]
-        # Last resort so that ties are broken by content, never by arrival in a partition;
-        # map columns cannot be ordered and are skipped.
-        rest = [
-            f.name
-            for f in df.schema.fields
-            if f.name not in key_names
-            and f.name not in ranked
-            and not isinstance(f.dataType, MapType)
-        ]
+        if columns is not None:
+            missing = [c for c in [*key_names, *ranked] if c not in columns]
+            if missing:
+                raise ValueError(f"columns lacks {missing}: list every column of the input")
+            orderable = list(columns)
+        else:
+            require_columns(df, key_names, "key")
+            require_columns(df, order_names, "order_by")
+            require_columns(df, tie_names, "tie_breakers")
+            # map columns cannot be ordered and are skipped
+            orderable = [f.name for f in df.schema.fields if not isinstance(f.dataType, MapType)]
+        # Last resort so that ties are broken by content, never by arrival in a partition.
+        rest = [c for c in orderable if c not in key_names and c not in ranked]
         window = Window.partitionBy(*key_names).orderBy(
             *[F.col(c).desc_nulls_last() for c in [*ranked, *rest]]
         )
-        return (
-            df.withColumn(_ROW_NUMBER, F.row_number().over(window))
-            .where(F.col(_ROW_NUMBER) == 1)
-            .drop(_ROW_NUMBER)
+        latest = df.withColumn(_ROW_NUMBER, F.row_number().over(window)).where(
+            F.col(_ROW_NUMBER) == 1
         )
+        # Spark Connect resolves drop() against the input's schema at once; a select of the
+        # known columns waits, as a pipeline's query function needs.
+        return latest.select(*columns) if columns is not None else latest.drop(_ROW_NUMBER)
 
     return transform
 

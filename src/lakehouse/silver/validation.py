@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -271,8 +271,9 @@ def defect_class(reason: Column | str) -> Column:
     return result.otherwise(F.lit("other"))
 
 
-def _check_columns(df: DataFrame, spec: DatasetSpec) -> None:
-    missing = [c for c in spec.column_names if c not in df.columns]
+def _check_columns(df: DataFrame | Sequence[str], spec: DatasetSpec) -> None:
+    present = df.columns if isinstance(df, DataFrame) else df
+    missing = [c for c in spec.column_names if c not in present]
     if missing:
         raise ValueError(
             f"the DataFrame to validate as {spec.name!r} lacks columns {missing}: pass the Bronze "
@@ -280,13 +281,18 @@ def _check_columns(df: DataFrame, spec: DatasetSpec) -> None:
         )
 
 
-def validate(dataset: str) -> Callable[[DataFrame], DataFrame]:
+def validate(
+    dataset: str, *, columns: Sequence[str] | None = None
+) -> Callable[[DataFrame], DataFrame]:
     """Type a Bronze DataFrame of ``dataset`` and mark every row valid or not.
 
     Returns a ``DataFrame -> DataFrame`` transform whose output has the spec's columns in the
     spec's types (``try_cast``: a value that does not cast is NULL and its reason recorded), the
     lineage columns, ``_is_valid`` and ``_validation_errors`` (``array<string>`` such as
     ``"email: 'ann.example.com' not local@domain.tld"``; empty for a valid row).
+
+    ``columns``, when given, are the input's columns, so the transform never asks Spark for
+    the DataFrame's schema: a declarative pipeline's query function may not analyze its input.
 
     >>> typed = spark.table("bronze.crm_customers").transform(validate("crm.customers"))
     ...                                                                  # doctest: +SKIP
@@ -295,10 +301,11 @@ def validate(dataset: str) -> Callable[[DataFrame], DataFrame]:
     rules = RULES.get(dataset, Rules())
 
     def transform(df: DataFrame) -> DataFrame:
-        _check_columns(df, spec)
+        present = list(columns) if columns is not None else df.columns
+        _check_columns(present, spec)
         raw_types = spec.raw_column_types
-        reasons = _row_reasons(spec, rules, bronze.CORRUPT_RECORD in df.columns)
-        lineage = [c for c in bronze.METADATA_COLUMNS if c in df.columns]
+        reasons = _row_reasons(spec, rules, bronze.CORRUPT_RECORD in present)
+        lineage = [c for c in bronze.METADATA_COLUMNS if c in present]
         return (
             df.select(
                 *[

@@ -5,6 +5,7 @@
 #   make test   [PYTEST_ARGS='-m "not notebooks"'] [PYTEST_WORKERS=2|0]
 #   make reconcile [SCALE=...]          # rows in = rows kept + rows quarantined, every source
 #   make retrain [RECIPE=...] [AS_OF=...] # the fraud model's retraining loop, evidence in ml.retraining_runs
+#   make pipeline [SCALE=...]           # the declarative pipeline twice (the second incremental) vs Gold
 #   make lab | exercises | strip | expected | dashboard | lint | bench | bench-streaming | bench-serving
 #   make reset | clean
 #   make connect-start | connect-stop   # a local Spark Connect server on port 15002
@@ -32,7 +33,7 @@ ifneq ($(strip $(ENGINE)),)
 export LAKEHOUSE_ENGINE := $(ENGINE)
 endif
 
-.PHONY: help bootstrap course test reconcile retrain lab exercises strip expected dashboard check-notebooks lint bench bench-streaming bench-serving \
+.PHONY: help bootstrap course test reconcile retrain pipeline lab exercises strip expected dashboard check-notebooks lint bench bench-streaming bench-serving \
 	connect-start connect-stop kafka-start kafka-stop pg-start pg-stop pg-load reset clean
 
 help:
@@ -40,6 +41,7 @@ help:
 	@echo "make test       the whole test suite (library, engines, notebooks)"
 	@echo "make reconcile  prove rows in = kept + quarantined for every source (SCALE=$(SCALE))"
 	@echo "make retrain    the fraud model's retraining loop as one job (RECIPE=, AS_OF=); evidence in ml.retraining_runs"
+	@echo "make pipeline   the declarative pipeline (pipelines/lakehouse) twice, the second run incremental; its Gold KPIs vs the notebooks'"
 	@echo "make lab        open the course in Jupyter Lab (notebooks share a local Spark Connect server)"
 	@echo "make exercises  regenerate the exercise notebooks from solutions/"
 	@echo "make strip      strip outputs from the course notebooks"
@@ -83,6 +85,13 @@ reconcile: bootstrap
 retrain: bootstrap
 	@MLFLOW_DISABLE_TELEMETRY=true $(PY) -m lakehouse.ml.retraining_job --scale $(SCALE) \
 		$(if $(RECIPE),--recipe $(RECIPE)) $(if $(AS_OF),--as-of $(AS_OF))
+
+# The payments flow as a Spark Declarative Pipeline (pipelines/lakehouse, lesson 07_production/01):
+# from an empty pipeline, half the payment files then the rest, one run each (the second reads only
+# the new files), then each payment KPI compared with the notebooks' Gold (built when missing).
+# Prints each run's time and rows per table; exits 1 on a mismatch.
+pipeline: bootstrap
+	@$(PY) scripts/pipeline.py --scale $(SCALE)
 
 # Every notebook of the lab shares one local Spark Connect server (started here, left running
 # for the next `make lab`; `make connect-stop` ends it): several notebooks open at once then share

@@ -10,6 +10,12 @@ lineage the course's Bronze tables carry, Silver types and checks them with
 (:data:`lakehouse.production.dashboards.SPEC`). So the pipeline's Gold is the notebooks' Gold,
 computed another way.
 
+A query function only describes its DataFrame, with ``select``, ``where``, joins and windows:
+it may not analyze it (``df.columns``), and Spark Connect's planner resolves ``withColumn`` and
+``drop`` against the catalog at once, so once the table exists such a flow would read its
+current version instead of waiting for the flow that writes it. Hence the declared columns
+below, passed to the package's transforms.
+
 Locally a pipeline run is a Spark Connect client (``spark-pipelines`` is one) talking to a Spark
 Connect server that holds Delta's jars. The server gets a catalog of its own
 (``<lake>/<catalog>_pipeline``: its own metastore, warehouse and checkpoints), because embedded
@@ -234,10 +240,9 @@ def fact_payments(df: DataFrame) -> DataFrame:
     from lakehouse.gold import facts
 
     schema = facts.FACT_PAYMENTS_SCHEMA
-    return (
-        df.withColumns(facts.payment_measure_columns())
-        .withColumn("date_key", facts.date_key("event_ts"))
-        .select(*(F.col(c).cast(schema[c].dataType).alias(c) for c in FACT_COLUMNS))
+    derived = {**facts.payment_measure_columns(), "date_key": facts.date_key("event_ts")}
+    return df.select(
+        *(derived.get(c, F.col(c)).cast(schema[c].dataType).alias(c) for c in FACT_COLUMNS)
     )
 
 
@@ -467,6 +472,8 @@ class Runner:
             "LAKEHOUSE_CATALOG": pipeline_catalog(s.catalog),
             "LAKEHOUSE_LAKE": str(s.lake),
             "LAKEHOUSE_SCALE": s.scale,
+            # The pipeline's tables must keep their names from one server to the next.
+            "LAKEHOUSE_METASTORE": "hive",
         }
         self._server = connect_server.ConnectServer(
             0,
@@ -589,6 +596,28 @@ def compare_kpis(actual: DataFrame, expected: DataFrame, name: str) -> list[str]
         if found:
             problems.append(f"{name}: {label}: {[tuple(r) for r in found]}")
     return problems
+
+
+def compare_with_gold(spark: SparkSession) -> dict[str, list[str]]:
+    """Each pipeline KPI against the same KPI's SQL over the notebooks' ``gold.fact_payments``
+    (build it with ``lakehouse.gold.facts.ensure_facts`` first): KPI -> differences, empty
+    lists when the pipeline's Gold matches."""
+    from lakehouse.production import dashboards
+
+    return {
+        name: compare_kpis(read_table(spark, name), spark.sql(dashboards.kpi(name).sql), name)
+        for name in KPIS
+    }
+
+
+def reset(spark: SparkSession) -> None:
+    """Forget every run: the local pipeline's catalog (tables, metastore, checkpoints) and the
+    landing folder. Stop any Runner first."""
+    import shutil
+
+    s = _settings(spark)
+    shutil.rmtree(s.lake / pipeline_catalog(s.catalog), ignore_errors=True)
+    shutil.rmtree(landing_folder(spark), ignore_errors=True)
 
 
 def events_json(report: RunReport) -> str:

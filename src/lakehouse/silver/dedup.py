@@ -92,12 +92,20 @@ def latest_per_key(
         window = Window.partitionBy(*key_names).orderBy(
             *[F.col(c).desc_nulls_last() for c in [*ranked, *rest]]
         )
-        latest = df.withColumn(_ROW_NUMBER, F.row_number().over(window)).where(
-            F.col(_ROW_NUMBER) == 1
+        if columns is None:
+            return (
+                df.withColumn(_ROW_NUMBER, F.row_number().over(window))
+                .where(F.col(_ROW_NUMBER) == 1)
+                .drop(_ROW_NUMBER)
+            )
+        # Spark Connect resolves withColumn and drop against the catalog at once; in a
+        # declarative pipeline that reads a table's current version instead of waiting for
+        # the flow that writes it. select and where wait.
+        return (
+            df.select("*", F.row_number().over(window).alias(_ROW_NUMBER))
+            .where(F.col(_ROW_NUMBER) == 1)
+            .select(*columns)
         )
-        # Spark Connect resolves drop() against the input's schema at once; a select of the
-        # known columns waits, as a pipeline's query function needs.
-        return latest.select(*columns) if columns is not None else latest.drop(_ROW_NUMBER)
 
     return transform
 

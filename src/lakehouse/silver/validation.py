@@ -315,7 +315,9 @@ def validate(
                 *lineage,
                 reasons.alias(VALIDATION_ERRORS),
             )
-            .withColumn(IS_VALID, F.size(VALIDATION_ERRORS) == 0)
+            # select, not withColumn: Spark Connect resolves withColumn against the catalog at
+            # once, which in a declarative pipeline would bypass the upstream flow
+            .select("*", (F.size(VALIDATION_ERRORS) == 0).alias(IS_VALID))
             .select(*spec.column_names, *lineage, IS_VALID, VALIDATION_ERRORS)
         )
 

@@ -44,9 +44,10 @@ def raw_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bronze_df(spark, raw_root):
-    """The first two payment deliveries as the Bronze streaming table holds them."""
+    """The first two payment deliveries as the Bronze streaming table holds them, read once
+    (the lineage's ingestion time would differ between two reads)."""
     files = [p for b in bronze.source_batches(pp.DATASET, raw_root)[:2] for p in b.paths]
-    return (
+    read = (
         spark.read.schema(bronze.source(pp.DATASET).raw_schema)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", bronze.CORRUPT_RECORD)
@@ -54,6 +55,7 @@ def bronze_df(spark, raw_root):
         .json(files)
         .transform(pp.with_file_lineage)
     )
+    return spark.createDataFrame(read.collect(), read.schema)
 
 
 # --------------------------------------------------------------------------- the split

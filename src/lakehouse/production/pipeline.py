@@ -280,12 +280,28 @@ def check_quarantine_split(
             f"{name} lacks column(s) {missing}: filter the checked rows, do not select from them"
         )
     columns = checked_df.columns
-    kept = kept_df.select(*columns)
-    quarantined = quarantine_df.select(*columns)
-    rows_in = checked_df.count()
-    n_kept, n_quarantined = kept.count(), quarantined.count()
-    both = kept.intersectAll(quarantined).count()
-    lost = checked_df.exceptAll(kept.unionAll(quarantined)).count()
+    # One pass: each distinct row with how often it came in, was kept and was quarantined.
+    tagged = [
+        df.select(*columns, *(F.lit(int(i == j)).alias(f"_n{j}") for j in range(3)))
+        for i, df in enumerate((checked_df, kept_df, quarantine_df))
+    ]
+    per_row = (
+        tagged[0]
+        .unionByName(tagged[1])
+        .unionByName(tagged[2])
+        .groupBy(*columns)
+        .agg(*(F.sum(f"_n{j}").alias(f"_n{j}") for j in range(3)))
+    )
+    totals = per_row.agg(
+        F.sum("_n0").alias("rows_in"),
+        F.sum("_n1").alias("kept"),
+        F.sum("_n2").alias("quarantined"),
+        F.sum(F.least("_n1", "_n2")).alias("both"),
+        F.sum(F.greatest(F.col("_n0") - F.col("_n1") - F.col("_n2"), F.lit(0))).alias("lost"),
+        F.sum(F.when(F.col("_is_valid"), F.col("_n0")).otherwise(0)).alias("valid"),
+    ).first()
+    rows_in, n_kept, n_quarantined = totals.rows_in, totals.kept, totals.quarantined
+    both, lost, valid = totals.both, totals.lost, totals.valid
     assert both == 0, (
         f"{both} row(s) are both kept and quarantined: kept must require EVERY rule and the "
         "quarantine must be its exact complement (NOT of the same condition, not of one rule)"
@@ -296,7 +312,6 @@ def check_quarantine_split(
         "WHERE treats as false on both sides; quarantine NOT coalesce(every rule, false) "
         "(every_rule_holds), not the failures of one rule"
     )
-    valid = checked_df.where(F.col("_is_valid")).count()
     assert n_kept == valid, (
         f"{n_kept} rows kept but Silver validation marks {valid} valid: keep the rows that "
         "meet every rule of EXPECTATIONS, no more, no fewer"

@@ -55,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(report)
             print(f"\nrun {run}: {len(landed)} new file(s), {report.seconds:.0f} s")
             print(report.table().to_string(index=False))
-            bronze_rows = pipeline.read_table(spark, pipeline.BRONZE)
-            new_rows = bronze_rows.where(
-                bronze_rows[bronze.SOURCE_FILE].isin([Path(f).as_uri() for f in landed])
-                | bronze_rows[bronze.SOURCE_FILE].isin(landed)
-            ).count()
+            new_rows = bronze.read_raw(spark, pipeline.DATASET, landed).count()
             if report.added[pipeline.BRONZE] != new_rows:
                 failures.append(
                     f"run {run} added {report.added[pipeline.BRONZE]} Bronze rows, but the new "

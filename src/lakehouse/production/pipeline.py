@@ -625,6 +625,34 @@ def compare_with_gold(spark: SparkSession) -> dict[str, list[str]]:
     }
 
 
+def batch_fact(spark: SparkSession, raw_root: str | Path) -> DataFrame:
+    """``fact_payments`` computed as one batch over every delivered file, the way the
+    notebooks build ``gold.fact_payments`` from Bronze (validation, latest version per key,
+    measures), without the pipeline."""
+    files = [p for batch in bronze.source_batches(DATASET, raw_root) for p in batch.paths]
+    return (
+        bronze.read_raw(spark, DATASET, files)
+        .transform(with_file_lineage)
+        .transform(checked)
+        .transform(kept_rows())
+        .transform(silver_rows)
+        .transform(latest_payments)
+        .transform(fact_payments)
+    )
+
+
+def compare_with_batch(spark: SparkSession, raw_root: str | Path) -> dict[str, list[str]]:
+    """Each pipeline KPI against the same KPI's SQL over :func:`batch_fact` (a temporary view
+    ``fact_payments_batch``): KPI -> differences, empty lists when they agree."""
+    batch_fact(spark, raw_root).createOrReplaceTempView("fact_payments_batch")
+    return {
+        name: compare_kpis(
+            read_table(spark, name), spark.sql(kpi_sql(name, "fact_payments_batch")), name
+        )
+        for name in KPIS
+    }
+
+
 def reset(spark: SparkSession) -> None:
     """Forget every run: the local pipeline's catalog (tables, metastore, checkpoints) and the
     landing folder. Stop any Runner first."""

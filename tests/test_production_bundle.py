@@ -276,7 +276,7 @@ def test_pipeline_and_dashboard_paths_are_checked(copy):
                         "medallion": {
                             "name": "medallion",
                             "catalog": "${var.catalog}",
-                            "libraries": [{"glob": {"include": "../pipelines/**"}}],
+                            "libraries": [{"glob": {"include": "../medallion/**"}}],
                         }
                     },
                     "dashboards": {
@@ -290,10 +290,10 @@ def test_pipeline_and_dashboard_paths_are_checked(copy):
         )
     )
     found = messages(copy)
-    assert any("glob '../pipelines/**' matches no file" in m for m in found), found
+    assert any("glob '../medallion/**' matches no file" in m for m in found), found
     assert any("'../dashboards/kpis.lvdash.json' does not exist" in m for m in found), found
-    (copy / "pipelines").mkdir()
-    (copy / "pipelines/bronze.py").write_text("")
+    (copy / "medallion").mkdir()  # pipelines/ holds the course's own pipeline
+    (copy / "medallion/bronze.py").write_text("")
     (copy / "dashboards").mkdir(exist_ok=True)  # the copy holds the KPI dashboard already
     (copy / "dashboards/kpis.lvdash.json").write_text("{}")
     assert messages(copy) == []

@@ -282,7 +282,12 @@ def copy_bundle(root: str | Path, dest: str | Path) -> Path:
                 if _is_remote(value):
                     continue
                 base = bundle.origin(kind, name).parent
-                files.update(base.glob(value) if is_glob else [_path_of(bundle, kind, name, value)])
+                if not is_glob:
+                    files.add(_path_of(bundle, kind, name, value))
+                    continue
+                # A pipeline's `folder/**` matches folders (Path.glob): copy what they hold.
+                for match in base.glob(value):
+                    files.update(match.rglob("*") if match.is_dir() else [match])
     root = root.resolve()
     files = {f.resolve() for f in files if f.resolve().is_relative_to(root)}
     for path in files:

@@ -35,7 +35,6 @@ Example::
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import subprocess
@@ -473,6 +472,7 @@ class Runner:
         self.settings = _settings(spark)
         self.folder = Path(folder) if folder else project_folder()
         self._server = None
+        self._updated = False
         self.url: str | None = None
 
     # -- the server
@@ -518,21 +518,37 @@ class Runner:
 
     def counts(self) -> dict[str, int]:
         """Rows per table now (0 for a table not created yet)."""
+        from pyspark.errors import AnalysisException
+
         result = {}
         for name in TABLES:
             try:
                 result[name] = read_table(self.spark, name).count()
-            except FileNotFoundError:
+            except (FileNotFoundError, AnalysisException):  # not created yet
                 result[name] = 0
         return result
 
     def run(self, *, full_refresh: bool = False, timeout: float = 900) -> RunReport:
         """One pipeline update (``spark-pipelines run``): the streaming tables read what arrived
         since the last run, the materialized views are recomputed. ``full_refresh`` resets every
-        table and checkpoint first (``--full-refresh-all``) and reads every file again."""
-        if self.engine == "databricks":
-            return run_on_databricks(self.spark, full_refresh=full_refresh)
+        table and checkpoint first (``--full-refresh-all``) and reads every file again.
+
+        On Databricks it starts an update of the deployed pipeline; a Runner's first update
+        there is a full refresh, since the workspace's pipeline keeps the tables of earlier
+        runs and :func:`reset` only empties the landing folder."""
+        databricks = self.engine == "databricks"
+        full_refresh = full_refresh or (databricks and not self._updated)
         before = self.counts()
+        if databricks:
+            seconds, log = update_on_databricks(full_refresh=full_refresh, timeout=timeout)
+        else:
+            seconds, log = self._run_locally(full_refresh, timeout)
+        self._updated = True
+        after = self.counts()
+        added = {name: after[name] - (0 if full_refresh else before[name]) for name in TABLES}
+        return RunReport(full_refresh, round(seconds, 1), after, added, log)
+
+    def _run_locally(self, full_refresh: bool, timeout: float) -> tuple[float, list[str]]:
         url = self.start()
         command = [
             sys.executable,
@@ -560,14 +576,15 @@ class Runner:
         if done.returncode != 0:
             tail = "\n".join([*log[-15:], *done.stderr.splitlines()[-25:]])
             raise PipelineError(f"the pipeline run failed (exit {done.returncode}):\n{tail}")
-        after = self.counts()
-        added = {name: after[name] - (0 if full_refresh else before[name]) for name in TABLES}
-        return RunReport(full_refresh, round(seconds, 1), after, added, log)
+        return seconds, log
 
 
-def run_on_databricks(spark, *, full_refresh: bool = False, name: str | None = None) -> RunReport:
-    """On Databricks: start an update of the pipeline the bundle deployed
-    (``databricks bundle run lakehouse_pipeline``) with the Databricks SDK, and wait for it."""
+def update_on_databricks(
+    *, full_refresh: bool = False, name: str | None = None, timeout: float = 3600
+) -> tuple[float, list[str]]:
+    """On Databricks: start an update of the pipeline the bundle deployed (what
+    ``databricks bundle run lakehouse_pipeline`` does) with the Databricks SDK and wait for it;
+    returns its seconds and its final state."""
     from databricks.sdk import WorkspaceClient
 
     w = WorkspaceClient()
@@ -578,17 +595,19 @@ def run_on_databricks(spark, *, full_refresh: bool = False, name: str | None = N
             f"no pipeline named like {wanted!r} in this workspace: deploy it with "
             "`databricks bundle deploy` (resources/lakehouse_pipeline.yml)"
         )
+    pipeline_id = found[0].pipeline_id
     started = time.monotonic()
-    update = w.pipelines.start_update(found[0].pipeline_id, full_refresh=full_refresh)
-    while True:
-        state = w.pipelines.get_update(found[0].pipeline_id, update.update_id).update.state
+    update = w.pipelines.start_update(pipeline_id, full_refresh=full_refresh)
+    while time.monotonic() - started < timeout:
+        state = w.pipelines.get_update(pipeline_id, update.update_id).update.state
         if state.value in ("COMPLETED", "FAILED", "CANCELED"):
             break
         time.sleep(10)
+    else:
+        raise PipelineError(f"the pipeline update did not end within {timeout:.0f} s")
     if state.value != "COMPLETED":
         raise PipelineError(f"the pipeline update ended {state.value}: see its event log")
-    rows = {n: spark.table(f"{DATABASE}.{n}").count() for n in TABLES}
-    return RunReport(full_refresh, round(time.monotonic() - started, 1), rows, dict(rows))
+    return time.monotonic() - started, [f"Run is {state.value}."]
 
 
 def flows_completed(log: Iterable[str]) -> list[str]:
@@ -654,32 +673,25 @@ def compare_with_batch(spark: SparkSession, raw_root: str | Path) -> dict[str, l
 
 
 def reset(spark: SparkSession) -> None:
-    """Forget every run: the local pipeline's catalog (tables, metastore, checkpoints) and the
-    landing folder. Stop any Runner first."""
+    """Forget every run: the landing folder and, locally, the pipeline's catalog (tables,
+    metastore, checkpoints). Stop any Runner first."""
     import shutil
 
+    from lakehouse.engines import engine_of
+
     s = _settings(spark)
-    shutil.rmtree(s.lake / pipeline_catalog(s.catalog), ignore_errors=True)
+    if engine_of(spark) != "databricks":  # there the first update is a full refresh (Runner)
+        shutil.rmtree(s.lake / pipeline_catalog(s.catalog), ignore_errors=True)
     shutil.rmtree(landing_folder(spark), ignore_errors=True)
-
-
-def events_json(report: RunReport) -> str:
-    """A run's report as JSON (per-table rows and rows added, seconds)."""
-    return json.dumps(
-        {
-            "full_refresh": report.full_refresh,
-            "seconds": report.seconds,
-            "rows": report.rows,
-            "added": report.added,
-        },
-        indent=1,
-    )
 
 
 __all__: Sequence[str] = (
     "EXPECTATIONS",
     "Runner",
     "RunReport",
+    "batch_fact",
+    "compare_with_batch",
+    "compare_with_gold",
     "check_grain",
     "check_kinds",
     "check_quarantine_split",

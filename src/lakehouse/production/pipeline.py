@@ -459,13 +459,12 @@ class Runner:
     client process per run. Use it as a context manager, or call :meth:`stop`."""
 
     def __init__(self, spark: SparkSession, *, folder: str | Path | None = None):
-        from lakehouse.engines import engine_of
+        from lakehouse.engines import EngineUnavailable, engine_of
 
         engine = engine_of(spark)
         if engine == "embedded":
-            raise RuntimeError(
-                "the declarative pipeline runs on Delta Lake's own jars: use the delta-spark "
-                "engine (LAKEHOUSE_ENGINE=delta-spark), or Databricks"
+            raise EngineUnavailable(
+                "the pipeline needs Delta's jars: use engine delta-spark or databricks"
             )
         self.spark = spark
         self.engine = engine

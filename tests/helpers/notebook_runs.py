@@ -77,6 +77,8 @@ CLASSIC_ONLY = {
     "functions over session variables, as in 06_governance/02, and pyarrow reads of the files",
     "06_governance/06_lineage_and_impact.ipynb": "the analyzer's schemas of SQL queries and a "
     "recursive CTE; 06_governance/02 runs through Connect for the module",
+    "07_production/01_declarative_pipeline.ipynb": "every pipeline run is a Spark Connect client "
+    "of a server of its own; the notebook reads the tables by path with DataFrame reads",
     "07_production/03_kpi_dashboards.ipynb": "SQL views and SELECTs; its page is read back in "
     "Chromium by tests/test_production_dashboards.py",
     "07_production/04_ci_cd_for_data.ipynb": "reads notebooks and YAML, no Spark; 07_production/02 "

@@ -33,7 +33,9 @@ _LONGEST_FIRST = (
     "test_delta_spark_engine.py",
     "test_system_of_record.py",
     "test_governance_delta.py",
+    "test_production_pipeline_run.py",
     "test_production_dashboards.py",
+    "test_production_pipeline.py",
 )
 
 

@@ -625,14 +625,9 @@ ON COLUMN email""",
 def apply_on_databricks(spark: SparkSession, catalog: str = "main") -> int:
     """Run :func:`databricks_statements` when the engine is Databricks; returns how many ran
     (0 elsewhere: the statements need Unity Catalog)."""
-    from lakehouse.session import engine_of
+    from lakehouse.governance import run_on_databricks
 
-    if engine_of(spark) != "databricks":
-        return 0
-    statements = databricks_statements(catalog)
-    for statement in statements:
-        spark.sql(statement)
-    return len(statements)
+    return run_on_databricks(spark, databricks_statements(catalog))
 
 
 def describe_policy() -> pd.DataFrame:

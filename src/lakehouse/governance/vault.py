@@ -842,11 +842,6 @@ RETURN CASE WHEN is_account_group_member('fraud_ops') THEN
 def apply_on_databricks(spark: SparkSession, catalog: str = "main") -> int:
     """Run :func:`databricks_statements` when the engine is Databricks; returns how many ran
     (0 elsewhere: they need Unity Catalog and a secret scope)."""
-    from lakehouse.session import engine_of
+    from lakehouse.governance import run_on_databricks
 
-    if engine_of(spark) != "databricks":
-        return 0
-    statements = databricks_statements(catalog)
-    for statement in statements:
-        spark.sql(statement)
-    return len(statements)
+    return run_on_databricks(spark, databricks_statements(catalog))

@@ -67,9 +67,10 @@ course: bootstrap
 # filter). That counts as failure-free only if its closing line confirms it: nothing passed,
 # failed or errored.
 test: bootstrap
-	@mkdir -p reports; \
+	@mkdir -p reports; rm -f reports/test-times.txt; \
 	PYTHONUNBUFFERED=1 $(PY) -m pytest $(XDIST) $(PYTEST_ARGS) 2>&1 | tee reports/pytest.log; \
 	status=$${PIPESTATUS[0]}; last=$$(tail -n 1 reports/pytest.log); \
+	if [ -f reports/test-times.txt ]; then cat reports/test-times.txt; fi; \
 	if [ $$status -eq 5 ] && [[ $$last =~ (no\ tests\ ran|deselected) ]] \
 		&& ! [[ $$last =~ (passed|failed|error) ]]; then \
 		echo "make test: pytest ran no test (exit 5); nothing failed"; status=0; \

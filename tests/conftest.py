@@ -42,3 +42,44 @@ _LONGEST_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+# Where the minutes go: the seconds each test file took (setup, call and teardown of its
+# tests, summed on the worker that ran it), and each worker's total, written to
+# reports/test-times.txt when the run ends; `make test` prints it last, so the tail of a CI
+# log shows it. (--durations=40 lists single tests; a file's cost is spread over many.)
+_FILE_SECONDS: dict[tuple[str, str], float] = {}
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)  # the xdist worker that ran it, on the controller
+    worker = node.gateway.id if node is not None else "main"
+    key = (report.nodeid.split("::")[0], worker)
+    _FILE_SECONDS[key] = _FILE_SECONDS.get(key, 0.0) + report.duration
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # a stale table must not pass for this run's
+        (REPO_ROOT / "reports" / "mistake-harness.txt").unlink(missing_ok=True)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput") or not _FILE_SECONDS:
+        return  # a worker: its reports reach the controller, which writes the table
+    per_worker: dict[str, float] = {}
+    for (_, worker), seconds in _FILE_SECONDS.items():
+        per_worker[worker] = per_worker.get(worker, 0.0) + seconds
+    ranked = sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])
+    lines = ["seconds per test file (worker), slowest first:"]
+    lines += [f"{seconds:8.0f}  {path} ({worker})" for (path, worker), seconds in ranked[:25]]
+    rest = sum(seconds for _, seconds in ranked[25:])
+    lines.append(f"{rest:8.0f}  the other {max(len(ranked) - 25, 0)} files")
+    lines.append(
+        "per worker: " + ", ".join(f"{w} {s:.0f} s" for w, s in sorted(per_worker.items()))
+    )
+    harness = REPO_ROOT / "reports" / "mistake-harness.txt"  # tests/test_notebooks.py's
+    if harness.is_file():
+        lines.append(harness.read_text().splitlines()[-1])
+    out = REPO_ROOT / "reports" / "test-times.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")

@@ -412,3 +412,44 @@ def test_time_fold_cv_and_recommendations_on_spark(spark):
     assert len(recs) == 40 and "logged_processor" in recs.columns
     expected = np.where(recs["card_network"] == "visa", "trey", "lamna")
     assert (recs["recommended"] == expected).mean() >= 0.9
+
+
+def test_reproducible_gives_a_seeded_forest_the_same_rows_whatever_the_layout(spark):
+    """The same rows in two different layouts (another partitioning, another order): a seeded
+    forest fitted on each differs unless both pass through ``reproducible`` first, which puts
+    every row in the same partition at the same place."""
+    from pyspark.ml.classification import RandomForestClassifier
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(5)
+    n = 400
+    pdf = pd.DataFrame(
+        {
+            "attempt_id": [f"A{i:04d}" for i in range(n)],
+            "processor": rng.choice(pm.PROCESSORS, n),
+            "log_amount_usd": rng.normal(3, 1, n),
+            "label": (rng.random(n) < 0.6).astype(float),
+        }
+    )
+    base = spark.createDataFrame(pdf)
+    layouts = [base.repartition(3), base.orderBy(F.rand(seed=7)).repartition(5)]
+
+    def layout(df):
+        return [
+            tuple(r) for r in df.select(F.spark_partition_id().alias("p"), "attempt_id").collect()
+        ]
+
+    fixed = [pm.reproducible(df, "attempt_id", partitions=4) for df in layouts]
+    assert layout(fixed[0]) == layout(fixed[1])
+    assert layout(layouts[0]) != layout(layouts[1])
+
+    def fitted_probabilities(df):
+        model = pm.build_pipeline(
+            RandomForestClassifier(numTrees=5, maxDepth=4, seed=1),
+            ["processor"],
+            ["log_amount_usd"],
+        ).fit(df)
+        return pm.scored(model, base.orderBy("attempt_id"))[pm.SCORE].round(12).tolist()
+
+    assert fitted_probabilities(fixed[0]) == fitted_probabilities(fixed[1])
+    assert fitted_probabilities(layouts[0]) != fitted_probabilities(layouts[1])

@@ -69,6 +69,12 @@ def test_every_catalogued_mistake_was_proven_caught(classic_run):
     workdir, _ = classic_run
     table = mistakes.report(ROOT, mistakes_report(workdir))
     print("\n" + table.to_string(index=False))
+    ran_seconds = table["harness s"].dropna()
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "mistake-harness.txt").write_text(
+        table.to_string(index=False)
+        + f"\nthe mistake harness: {ran_seconds.sum():.0f} s in {len(ran_seconds)} lessons\n"
+    )
     ran = table[table["caught"].notna()]
     if ran.empty:
         pytest.skip("no lesson with catalogued mistakes ran in this session")

@@ -26,9 +26,10 @@ import io
 import json
 import os
 import re
+import time
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 SUFFIX = ".mistakes.json"
@@ -148,6 +149,7 @@ class Proof:
     mistake: str
     caught: bool
     message: str
+    seconds: float = 0.0  # the wrong answer, its checks, and putting the lesson back
 
 
 def _run(source: str, namespace: dict) -> None:
@@ -206,6 +208,7 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
             tuple(Mistake(**m) for m in task["mistakes"]),
         )
         for n, mistake in enumerate(task.mistakes, 1):
+            started = time.perf_counter()
             before = delta_versions()
             try:
                 _run(task.with_block(mistake.source), namespace)
@@ -213,7 +216,7 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
             except Exception as error:  # noqa: BLE001 (the wrong answer itself fails)
                 message = f"the wrong answer raised {type(error).__name__}: {error}"
             caught = message is not None and mistake.caught_by in message
-            proofs.append(Proof(lesson, task.cell_id, mistake.name, caught, message or ""))
+            proof = Proof(lesson, task.cell_id, mistake.name, caught, message or "")
             if message is None:
                 problems.append(f"{task.cell_id} / {mistake.name}: no check failed")
             elif not caught:
@@ -231,6 +234,7 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
                 restored = _first_failure(task.checks, namespace) if last else None
             except Exception:  # noqa: BLE001
                 restored = traceback.format_exc(limit=2)
+            proofs.append(replace(proof, seconds=round(time.perf_counter() - started, 2)))
             if restored is not None:
                 problems.append(
                     f"{task.cell_id}: the solution fails its checks after {mistake.name!r}: "
@@ -243,7 +247,11 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
             for proof in proofs:
                 handle.write(json.dumps(asdict(proof)) + "\n")
     caught = sum(p.caught for p in proofs)
-    print(f"mistake harness: {caught} of {len(proofs)} catalogued mistakes caught in {lesson}")
+    seconds = sum(p.seconds for p in proofs)
+    print(
+        f"mistake harness: {caught} of {len(proofs)} catalogued mistakes caught in {lesson} "
+        f"({seconds:.0f} s)"
+    )
     if problems:
         raise AssertionError("mistakes not proven caught:\n- " + "\n- ".join(problems))
     return proofs
@@ -318,10 +326,12 @@ def report(root: str | Path, proofs: str | Path | None = None):
 
     root = Path(root)
     caught: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     if proofs is not None and Path(proofs).is_file():
         for line in Path(proofs).read_text(encoding="utf-8").splitlines():
             proof = json.loads(line)
             caught[proof["lesson"]] = caught.get(proof["lesson"], 0) + int(proof["caught"])
+            seconds[proof["lesson"]] = seconds.get(proof["lesson"], 0.0) + proof.get("seconds", 0)
     rows = []
     for solution in solution_notebooks(root):
         lesson = solution.relative_to(root / SOLUTIONS_DIR).as_posix()
@@ -336,6 +346,7 @@ def report(root: str | Path, proofs: str | Path | None = None):
                 "mistakes": sum(len(t.mistakes) for t in found),
                 "provable in kernel": sum(len(t.mistakes) for t in found if t.checks),
                 "caught": caught.get(lesson) if proofs is not None else None,
+                "harness s": round(seconds[lesson]) if lesson in seconds else None,
             }
         )
     return pd.DataFrame(rows)

@@ -202,6 +202,21 @@ def with_label_as_of(df: DataFrame, as_of=None) -> DataFrame:
     return df.withColumn(LABEL, known.cast("double"))
 
 
+def reproducible(df: DataFrame, key: str, *, partitions: int | None = None) -> DataFrame:
+    """``df`` hash-partitioned by ``key`` into a fixed number of partitions (default: the
+    session's ``spark.sql.shuffle.partitions``), each sorted by ``key``.
+
+    A seeded Spark ML estimator draws its random numbers partition by partition and row by row
+    (a random forest's bootstrap, the split candidates' sample), so the seed reproduces a model
+    only when every row sits in the same partition at the same place. A table read promises
+    neither: the files' row order comes from the shuffle that wrote them, and a rewrite or a
+    compaction changes the files. ``key`` must be unique; after this the layout depends on the
+    rows alone."""
+    if partitions is None:
+        partitions = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartition(partitions, key).sortWithinPartitions(key)
+
+
 def between(df: DataFrame, start=None, end=None, *, time: str = TIME) -> DataFrame:
     """The rows of ``df`` with ``start <= time < end`` (either bound may be None)."""
     if start is not None:
@@ -725,6 +740,7 @@ __all__ = [
     "read_attempts",
     "recommendations",
     "replay_value",
+    "reproducible",
     "retry_examples",
     "risk_examples",
     "routing_examples",

@@ -89,3 +89,19 @@ def test_the_lessons_catalogues_name_real_tasks():
         if found:
             tasks = mistakes.tasks(read(solution), found)
             assert all(len(t.mistakes) >= mistakes.MIN_PER_TASK for t in tasks), solution
+
+
+def test_mistakes_are_undone_without_rerunning_the_solution_until_the_last(tmp_path, monkeypatch):
+    """Between mistakes the names are put back as the lesson left them (a name a wrong answer
+    bound is gone); the solution runs once more, after the last mistake, and its checks pass."""
+    counted = "# BEGIN SOLUTION\nsolution_runs.append(1)\ndef double(v):\n    return 2 * v\n"
+    nb = lesson()
+    nb.cells.insert(1, new_code_cell("solution_runs = []"))
+    nb.cells[2].source = nb.cells[2].source.replace("# BEGIN SOLUTION\n", counted)
+    leaves_a_name = mistakes.Mistake(
+        "task1", "binds more", "leftover = 1\ndef double(v):\n    return v + 2\n", "by 2"
+    )
+    namespace = run_harness(nb, [leaves_a_name, WRONG], tmp_path, monkeypatch)
+    assert "leftover" not in namespace
+    assert namespace["double"](5) == 10
+    assert namespace["solution_runs"] == [1, 1]  # the lesson's run and the one after the last

@@ -166,6 +166,14 @@ def _first_failure(checks: Iterable[str], namespace: dict) -> str | None:
     return None
 
 
+def _put_back(namespace: dict, names: Mapping) -> None:
+    """``namespace`` holding exactly ``names`` again: what a wrong answer bound or rebound is
+    undone (objects it changed in place are not: a task cell builds new objects)."""
+    for name in [n for n in namespace if n not in names]:
+        del namespace[name]
+    namespace.update(names)
+
+
 def delta_versions() -> dict[Path, int]:
     """The latest commit of every Delta table of the course's catalog, read from the file
     system (``_delta_log/<version>.json``): cheap enough to take around every mistake."""
@@ -195,10 +203,13 @@ def restore_changed(namespace: dict, before: Mapping[Path, int]) -> list[str]:
 def prove(namespace: dict, plan: Mapping) -> list[Proof]:
     """Run ``plan`` (:func:`plan_for`) in the kernel's ``namespace``: each mistake replaces
     its task's solution block, the task's checks must fail with a message containing its
-    ``caught_by``, then the changed tables are restored and the solution runs again; after the
-    task's last mistake its checks must pass. Appends every result
-    to the file named by :data:`REPORT_ENV` (if set) and raises AssertionError listing the
-    mistakes not caught (or caught for another reason)."""
+    ``caught_by``, then the changed tables are restored and the namespace is put back as the
+    lesson left it (the names the wrong answer bound are undone without running the solution
+    again, which can cost as much as the lesson's heaviest cell). After the task's last
+    mistake the solution runs once more and its checks must pass: the task is rerun-safe and
+    nothing of a mistake was left behind. Appends every result to the file named by
+    :data:`REPORT_ENV` (if set) and raises AssertionError listing the mistakes not caught (or
+    caught for another reason)."""
     lesson, proofs, problems = plan["lesson"], [], []
     for task in plan["tasks"]:
         task = Task(
@@ -207,6 +218,7 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
             tuple(task["checks"]),
             tuple(Mistake(**m) for m in task["mistakes"]),
         )
+        lesson_names = dict(namespace)  # the names as the lesson's own cells left them
         for n, mistake in enumerate(task.mistakes, 1):
             started = time.perf_counter()
             before = delta_versions()
@@ -224,14 +236,13 @@ def prove(namespace: dict, plan: Mapping) -> list[Proof]:
                     f"{task.cell_id} / {mistake.name}: a check failed, but its message lacks "
                     f"{mistake.caught_by!r}: {message[:300]}"
                 )
-            try:  # back to the lesson's own state: its tables, then its solution
+            try:  # back to the lesson's own state: its tables, then its names
                 restore_changed(namespace, before)
-                _run(task.source, namespace)
-                # the checks prove that state once, after the task's last mistake: each check
-                # run costs Spark jobs, and the restored tables and the rerun solution cell
-                # leave nothing of a mistake behind for the next one
-                last = n == len(task.mistakes)
-                restored = _first_failure(task.checks, namespace) if last else None
+                _put_back(namespace, lesson_names)
+                restored = None
+                if n == len(task.mistakes):  # the solution again, and its checks, once
+                    _run(task.source, namespace)
+                    restored = _first_failure(task.checks, namespace)
             except Exception:  # noqa: BLE001
                 restored = traceback.format_exc(limit=2)
             proofs.append(replace(proof, seconds=round(time.perf_counter() - started, 2)))

@@ -34,9 +34,9 @@ requires_java = pytest.mark.skipif(
 # Every lesson runs classic under nbval, and through Spark Connect too unless it is listed here
 # with the reason Connect adds nothing. Through Connect runs a representative subset, at least one
 # lesson per module and every path where a Connect client differs from a classic session: the
-# DeltaTable API (01_bronze/00, 02), streaming from files and Kafka (01_bronze/03,
+# DeltaTable API (01_bronze/02), streaming from files and Kafka (01_bronze/03,
 # 04_streaming/01), the change data feed (01_bronze/04), JDBC on the server (01_bronze/05), MERGE
-# (02_silver/03, 04), table maintenance (03_gold/06), watermarks and stateful windows
+# (02_silver/03), table maintenance and RESTORE (03_gold/06), watermarks and stateful windows
 # (04_streaming/03), foreachBatch (04_streaming/04, 06), stream operations (04_streaming/06),
 # pyspark.ml (05_ml/03), MLflow models as Spark UDFs in batch and streaming (05_ml/06), session
 # variables and temporary SQL functions (06_governance/02), and a lesson without Spark
@@ -48,10 +48,14 @@ requires_java = pytest.mark.skipif(
 # Why any are left out: the CI budget (75 minutes on two cores), where a lesson's Connect run
 # costs one to eight minutes of a worker.
 CLASSIC_ONLY = {
+    "01_bronze/00_setup_and_tour.ipynb": "DeltaTable.forName, history and detail, as in "
+    "01_bronze/02",
     "01_bronze/01_sources_tour.ipynb": "reads the raw files; 01_bronze/02 reads them too",
     "02_silver/01_validation_and_quarantine.ipynb": "DataFrame filters and Delta writes, as in "
     "01_bronze/02",
     "02_silver/02_expectations.ipynb": "aggregates and filters; 02_silver/01 writes the same way",
+    "02_silver/04_scd2_customers.ipynb": "a MERGE through the DeltaTable API, as in 02_silver/03, "
+    "and RESTORE, as in 03_gold/06",
     "02_silver/05_apply_cdc.ipynb": "MERGE from a change feed, as in 02_silver/03 and 04",
     "02_silver/06_sessionization.ipynb": "window functions, as in 05_ml/01",
     "03_gold/01_date_dimension.ipynb": "a generated DataFrame written once, as in 03_gold/02",

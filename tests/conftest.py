@@ -1,5 +1,6 @@
 """Shared pytest fixtures for the course's test suite."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,13 @@ def repo_root() -> Path:
 
 # Longest first, so the two pytest-xdist workers of `make test` (--dist loadfile
 # --no-loadscope-reorder take files in collected order) end together: the solution notebooks,
-# classic in one file and through Spark Connect in another, one per worker; then the files
+# classic in two files (two lakes, one per worker) and through Spark Connect; then the files
 # that run whole Spark jobs, services and kill drills, longest first (from the CI log's slowest
 # tests); then every other file, in name order, filling the gaps at the end. A long file left
 # for last keeps one worker busy while the other idles.
 _LONGEST_FIRST = (
     "test_notebooks.py",
+    "test_notebooks_from_05.py",
     "test_notebooks_connect.py",
     "test_streaming_exactly_once.py",
     "test_reliability.py",
@@ -33,7 +35,6 @@ _LONGEST_FIRST = (
     "test_delta_spark_engine.py",
     "test_system_of_record.py",
     "test_governance_delta.py",
-    "test_production_pipeline_run.py",
     "test_production_dashboards.py",
     "test_production_pipeline.py",
 )
@@ -58,14 +59,24 @@ def pytest_runtest_logreport(report):
     _FILE_SECONDS[key] = _FILE_SECONDS.get(key, 0.0) + report.duration
 
 
+_OUTERMOST = "LAKEHOUSE_TEST_RUN"  # set by the run that writes the table: tests that run
+# pytest again in a subprocess (a fresh interpreter for delta-spark) inherit it and stay quiet
+_WRITES_TABLE = False
+
+
 def pytest_sessionstart(session):
-    if not hasattr(session.config, "workerinput"):  # a stale table must not pass for this run's
-        (REPO_ROOT / "reports" / "mistake-harness.txt").unlink(missing_ok=True)
+    global _WRITES_TABLE
+    if hasattr(session.config, "workerinput") or os.environ.get(_OUTERMOST):
+        return  # an xdist worker, or a pytest run inside a test
+    os.environ[_OUTERMOST] = "1"
+    _WRITES_TABLE = True
+    for stale in (REPO_ROOT / "reports").glob("mistake-harness-*.txt"):
+        stale.unlink()  # a stale table must not pass for this run's
 
 
 def pytest_sessionfinish(session):
-    if hasattr(session.config, "workerinput") or not _FILE_SECONDS:
-        return  # a worker: its reports reach the controller, which writes the table
+    if not _WRITES_TABLE or not _FILE_SECONDS:
+        return  # a worker (its reports reach the controller) or a pytest run inside a test
     per_worker: dict[str, float] = {}
     for (_, worker), seconds in _FILE_SECONDS.items():
         per_worker[worker] = per_worker.get(worker, 0.0) + seconds
@@ -77,9 +88,8 @@ def pytest_sessionfinish(session):
     lines.append(
         "per worker: " + ", ".join(f"{w} {s:.0f} s" for w, s in sorted(per_worker.items()))
     )
-    harness = REPO_ROOT / "reports" / "mistake-harness.txt"  # tests/test_notebooks.py's
-    if harness.is_file():
-        lines.append(harness.read_text().splitlines()[-1])
+    for harness in sorted((REPO_ROOT / "reports").glob("mistake-harness-*.txt")):
+        lines.append(harness.read_text().splitlines()[-1])  # the classic lakes' harness totals
     out = REPO_ROOT / "reports" / "test-times.txt"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

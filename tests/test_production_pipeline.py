@@ -2,7 +2,10 @@
 the definition files call (the same rows as the notebooks' Silver validation and dedup, without
 analyzing their input), the checks catching lesson 07_production/01's wrong answers, and the
 pipeline's files (spec, definitions, bundle resource). Runs on the embedded engine; the
-pipeline itself runs in tests/test_production_pipeline_run.py."""
+pipeline itself runs twice on delta-spark, the second run incremental, in lesson 07_production/01,
+whose checks CI runs (tests/test_notebooks_from_05.py): every line of the landed files in Bronze,
+kept + quarantined = Bronze, the second run reading only the new files, the fact's grain, the KPIs
+against one batch over every file, and a full refresh rebuilding the same tables."""
 
 from __future__ import annotations
 

@@ -1,15 +1,18 @@
-"""What tests/test_notebooks.py (classic) and tests/test_notebooks_connect.py (through Spark
-Connect) share: the solution notebooks, each mode's lake and catalog, the Jupyter kernel, and
-how one notebook is executed and judged.
+"""What tests/test_notebooks.py and tests/test_notebooks_from_05.py (classic) and
+tests/test_notebooks_connect.py (through Spark Connect) share: the solution notebooks, each
+run's lake and catalog, the Jupyter kernel, and how one notebook is executed and judged.
 
-Each mode has one lake, catalog and datasets folder for the whole pytest process, and
-notebooks run in course order inside it, because later notebooks read tables that earlier ones
-wrote. The two modes live in two test files so that `make test`'s two pytest-xdist workers
-(--dist loadfile) can take one each.
+Each run has one lake, catalog and datasets folder, and its notebooks run in course order
+inside it. The classic lessons run in two lakes, modules 01-04 in one and 05-07 in the other
+(:data:`SECOND_LAKE_FROM`), so that `make test`'s two pytest-xdist workers (--dist loadfile)
+can take one each: in one lake they were the longest chain of the run. Every lesson builds what
+it reads when it runs alone (DESIGN's notebook conventions; `make expected` runs them alone), so
+05_ml/01 starting in an empty lake prints what it prints after 04_streaming.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,15 +39,14 @@ requires_java = pytest.mark.skipif(
 # lesson per module and every path where a Connect client differs from a classic session: the
 # DeltaTable API (01_bronze/02), streaming from files and Kafka (01_bronze/03,
 # 04_streaming/01), the change data feed (01_bronze/04), JDBC on the server (01_bronze/05), MERGE
-# (02_silver/03), table maintenance and RESTORE (03_gold/06), watermarks and stateful windows
-# (04_streaming/03), foreachBatch (04_streaming/04, 06), stream operations (04_streaming/06),
-# pyspark.ml (05_ml/03), MLflow models as Spark UDFs in batch and streaming (05_ml/06), session
-# variables and temporary SQL functions (06_governance/02), and a lesson without Spark
-# (07_production/02). The lessons listed below use only DataFrame and SQL transformations,
-# MERGE, pandas and MLflow's client, which those cover; every lesson, listed or not, passes the
-# static check for what only a classic session has (`lakehouse-notebooks check`:
-# lakehouse.production.compat), and `SPARK_REMOTE=sc://localhost:15002 make course` runs them
-# all through Connect.
+# (02_silver/03), table maintenance and RESTORE (03_gold/06), foreachBatch (04_streaming/04, 06),
+# stream operations (04_streaming/06), pyspark.ml (05_ml/03), MLflow models as Spark UDFs in
+# batch and streaming (05_ml/06), session variables and temporary SQL functions
+# (06_governance/02), and a lesson without Spark (07_production/02). The lessons listed below
+# use only DataFrame and SQL transformations, MERGE, pandas and MLflow's client, which those
+# cover; every lesson, listed or not, passes the static check for what only a classic session
+# has (`lakehouse-notebooks check`: lakehouse.production.compat), and
+# `SPARK_REMOTE=sc://localhost:15002 make course` runs them all through Connect.
 # Why any are left out: the CI budget (75 minutes on two cores), where a lesson's Connect run
 # costs one to eight minutes of a worker.
 CLASSIC_ONLY = {
@@ -65,6 +67,8 @@ CLASSIC_ONLY = {
     "03_gold/05_business_analytics.ipynb": "SQL and DataFrame analytics over the star schema",
     "04_streaming/02_streaming_bronze_to_silver.ipynb": "a Kafka stream into Delta, as in "
     "04_streaming/01 and 06",
+    "04_streaming/03_windows_and_watermarks.ipynb": "a watermarked stream the server runs; "
+    "04_streaming/01, 04 and 06 drive streams through Connect",
     "04_streaming/05_risk_and_compliance_alerts.ipynb": "windows, foreachBatch and MERGE, as in "
     "04_streaming/03 and 04",
     "05_ml/01_point_in_time_features.ipynb": "window functions and as-of joins in DataFrames",
@@ -99,10 +103,17 @@ def lesson(path: Path) -> str:
     return path.relative_to(ROOT / notebooks.SOLUTIONS_DIR).as_posix()
 
 
-def cases(mode: str) -> list:
+SECOND_LAKE_FROM = "05_ml"  # the first module of the classic lessons' second lake
+
+
+def cases(mode: str, lake: str | None = None) -> list:
     """One case per solution notebook, in course order, named ``<mode>:<path>``: every
-    lesson in classic mode, all but those of CLASSIC_ONLY through Connect."""
+    lesson in classic mode, all but those of CLASSIC_ONLY through Connect. ``lake`` (classic):
+    ``"first"``, the modules before :data:`SECOND_LAKE_FROM`, or ``"second"``, the others."""
     chosen = [nb for nb in SOLUTIONS if mode != "connect" or lesson(nb) not in CLASSIC_ONLY]
+    if lake is not None:
+        second = {nb for nb in chosen if lesson(nb) >= SECOND_LAKE_FROM}
+        chosen = [nb for nb in chosen if (nb in second) == (lake == "second")]
     return [pytest.param(nb, id=f"{mode}:{rel(nb)}") for nb in chosen] or [
         pytest.param(None, id="no-solution-notebooks")
     ]
@@ -241,3 +252,47 @@ def run_nbval(solution: Path, workdir: Path, env: dict) -> None:
             f"`make expected`).\n{result.stdout[-8000:]}{result.stderr[-2000:]}",
             pytrace=False,
         )
+
+
+# --------------------------------------------------------------------------- the classic lakes
+
+
+@contextlib.contextmanager
+def classic_lake(tmp_path_factory, kafka_port, pg_port):
+    """A classic lake and one Spark driver its lessons' kernels share in turn, each with a
+    session of its own (lakehouse.shared_driver), as notebooks share a cluster's driver: a
+    lesson then starts in a second instead of a JVM's 10-20 s and runs on a warm JVM. Yields
+    ``(workdir, env)``; the driver stops when the lessons are done."""
+    from lakehouse import shared_driver
+
+    workdir, env = mode_run(tmp_path_factory, "classic", kafka_port, pg_port)
+    with shared_driver.running(env, workdir / "shared-driver.log") as attach:
+        yield workdir, {**env, **attach}
+
+
+def run_classic(solution, workdir: Path, env: dict, kernel_name: str, monkeypatch) -> None:
+    """A solution that marks outputs runs under nbval (and the mistake harness); any other
+    with papermill."""
+    if solution is not None and notebooks.expected_path(ROOT, solution).exists():
+        run_nbval(solution, workdir, env)
+        return
+    run_papermill(solution, "classic", workdir, env, kernel_name, monkeypatch)
+
+
+def check_mistakes_proven(workdir: Path, lake: str) -> None:
+    """After a lake's lessons (pytest keeps a file's order): the harness cells of the lessons
+    that ran proved every mistake of a task with check cells caught (a harness cell fails its
+    lesson otherwise). The table per lesson goes to reports/mistake-harness-<lake>.txt, whose
+    last line `make test` prints with the times per file."""
+    table = mistakes.report(ROOT, mistakes_report(workdir))
+    ran = table[table["caught"].notna()]
+    seconds = ran["harness s"].dropna()
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / f"mistake-harness-{lake}.txt").write_text(
+        ran.to_string(index=False)
+        + f"\nthe mistake harness ({lake} lake): {seconds.sum():.0f} s in {len(seconds)} lessons\n"
+    )
+    if ran.empty:
+        pytest.skip("no lesson with catalogued mistakes ran in this session")
+    short = ran[ran["caught"] < ran["provable in kernel"]]
+    assert short.empty, f"mistakes not all proven caught: {short.to_dict('records')}"

@@ -20,7 +20,7 @@ import pytest
 from helpers.notebook_runs import (
     cases,
     check_mistakes_proven,
-    classic_lake,
+    classic_run,  # noqa: F401 (a fixture: this file's lake)
     kafka_port,  # noqa: F401 (a fixture)
     kernel_name,  # noqa: F401 (a fixture)
     pg_port,  # noqa: F401 (a fixture)
@@ -32,12 +32,6 @@ from nbformat.v4 import new_code_cell, new_notebook
 from lakehouse import notebooks
 
 pytestmark = [pytest.mark.notebooks, requires_java]
-
-
-@pytest.fixture(scope="module")
-def classic_run(tmp_path_factory, kafka_port, pg_port):  # noqa: F811
-    with classic_lake(tmp_path_factory, kafka_port, pg_port) as run:
-        yield run
 
 
 def test_kernel_runs_this_interpreter(kernel_name, tmp_path):  # noqa: F811
@@ -53,5 +47,5 @@ def test_solution_notebook_runs(solution, kernel_name, classic_run, monkeypatch)
     run_classic(solution, *classic_run, kernel_name, monkeypatch)
 
 
-def test_every_catalogued_mistake_was_proven_caught(classic_run):
+def test_every_catalogued_mistake_was_proven_caught(classic_run):  # noqa: F811
     check_mistakes_proven(classic_run[0], "first")

@@ -296,3 +296,9 @@ def check_mistakes_proven(workdir: Path, lake: str) -> None:
         pytest.skip("no lesson with catalogued mistakes ran in this session")
     short = ran[ran["caught"] < ran["provable in kernel"]]
     assert short.empty, f"mistakes not all proven caught: {short.to_dict('records')}"
+
+
+@pytest.fixture(scope="module")  # one lake per test file that asks for it
+def classic_run(tmp_path_factory, kafka_port, pg_port):
+    with classic_lake(tmp_path_factory, kafka_port, pg_port) as run:
+        yield run

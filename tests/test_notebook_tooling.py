@@ -424,3 +424,51 @@ def test_run_course_runs_a_notebook_and_writes_its_summary(tmp_path, repo_root):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["passed"], summary["failed"]) == (1, 0)
     assert summary["notebooks"][0]["notebook"] == "00_probe/00_probe.ipynb"
+
+
+# The kernelspec is installed by every pytest-xdist worker of a fresh checkout at the same
+# moment; installing deletes then copies its folder, so without turns one worker fails
+# (FileExistsError) and every notebook test it runs errors. Each child here gets the same
+# fresh prefix and a copy slowed down, so without the lock they all collide.
+_INSTALL_AT_ONCE = """
+import shutil, sys, time
+prefix, start = sys.argv[1], float(sys.argv[2])
+sys.prefix = prefix  # before jupyter_core computes where kernelspecs live
+copytree = shutil.copytree
+
+
+def slow_copytree(*args, **kwargs):
+    time.sleep(3)  # long enough for every child to be inside it, on a loaded machine too
+    return copytree(*args, **kwargs)
+
+
+shutil.copytree = slow_copytree
+from lakehouse import notebooks
+
+time.sleep(max(0.0, start - time.time()))
+print(notebooks.ensure_kernel("lakehouse-at-once"))
+"""
+
+
+def test_processes_installing_the_kernel_at_once_all_get_it(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "install.py"
+    script.write_text(_INSTALL_AT_ONCE)
+    start = time.time() + 5  # after every child has imported the course package
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "prefix"), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [child.communicate(timeout=120)[0] for child in children]
+    failed = [out for child, out in zip(children, outputs) if child.returncode != 0]
+    assert not failed, f"{len(failed)} of 4 processes failed to install it: {failed[0][-600:]}"
+    spec = tmp_path / "prefix" / "share" / "jupyter" / "kernels" / "lakehouse-at-once"
+    assert (spec / "kernel.json").exists()

@@ -432,8 +432,13 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     """Install (once) a Jupyter kernelspec ``name`` that runs this very interpreter.
 
     papermill then executes notebooks with ``sys.executable``, whatever kernels the user has
-    elsewhere. Returns the kernel name.
+    elsewhere. Returns the kernel name. Safe for several processes at once (the pytest-xdist
+    workers of a fresh checkout): installing replaces the kernelspec's folder (delete, then
+    copy), so another process installing or reading it meanwhile fails; an exclusive lock on a
+    file beside the venv's kernels makes them take turns.
     """
+    import fcntl
+
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def current_argv0() -> str | None:
@@ -442,12 +447,15 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
         except NoSuchKernel:
             return None
 
-    if current_argv0() == sys.executable:
-        return name
-    from ipykernel.kernelspec import install
+    lock_path = Path(sys.prefix) / "share" / "jupyter" / f".{name}-kernelspec.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if current_argv0() != sys.executable:
+            from ipykernel.kernelspec import install
 
-    install(kernel_name=name, display_name="Python (lakehouse course)", prefix=sys.prefix)
-    found = current_argv0()
+            install(kernel_name=name, display_name="Python (lakehouse course)", prefix=sys.prefix)
+        found = current_argv0()
     if found != sys.executable:
         raise RuntimeError(
             f"Jupyter kernel {name!r} runs {found}, not {sys.executable}: another kernelspec of "

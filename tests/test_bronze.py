@@ -229,6 +229,25 @@ def test_write_batch_is_skipped_by_delta_itself(spark, tmp_path):
         bronze.check_bronze_table(spark, CUSTOMERS, CUSTOMERS_MANIFEST, raw_root)
 
 
+def test_a_txn_version_that_does_not_grow_skips_batches_and_the_check_says_so(spark, tmp_path):
+    raw_root = customers_root(tmp_path)
+    drop(spark, CUSTOMERS)
+    bronze.create_bronze_table(spark, CUSTOMERS)
+    table = bronze.bronze_table(CUSTOMERS)
+    for batch in bronze.source_batches(CUSTOMERS, raw_root):
+        (
+            bronze.read_raw(spark, CUSTOMERS, batch.paths)
+            .transform(bronze.with_ingestion_metadata("crm", batch.batch_id))
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", table)
+            .option("txnVersion", 1)  # the same for every batch: Delta skips the second
+            .saveAsTable(table)
+        )
+    with pytest.raises(AssertionError, match="holds 0 rows of batch '002'.*own version"):
+        bronze.check_bronze_table(spark, CUSTOMERS, CUSTOMERS_MANIFEST, raw_root)
+
+
 def test_dropmalformed_reader_fails_the_check(spark, tmp_path):
     raw_root = customers_root(tmp_path)
     drop(spark, CUSTOMERS)

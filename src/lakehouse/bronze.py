@@ -498,7 +498,8 @@ def check_bronze_table(spark: SparkSession, dataset: str | BronzeSource, manifes
                 "A batch landed twice: write with txnAppId/txnVersion so a re-run commits nothing."
                 if got_rows > want
                 else "Rows are missing: read in PERMISSIVE mode (never DROPMALFORMED) and land "
-                "every batch."
+                "every batch (Delta skips a write whose txnVersion is not above the last one it "
+                "recorded for that txnAppId: use each batch's own version)."
             )
         )
         want_corrupt = unparseable_records(src, batch.paths)

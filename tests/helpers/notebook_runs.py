@@ -53,6 +53,13 @@ CLASSIC_ONLY = {
     "01_bronze/00_setup_and_tour.ipynb": "DeltaTable.forName, history and detail, as in "
     "01_bronze/02",
     "01_bronze/01_sources_tour.ipynb": "reads the raw files; 01_bronze/02 reads them too",
+    "01_bronze/03_incremental_ingestion.ipynb": "an availableNow file stream with mergeSchema: "
+    "04_streaming/01 and 06 stream landed files through Connect (06 with the same "
+    "autoloader.read_landing), and tests/test_conformance.py runs an availableNow stream and "
+    "mergeSchema through a Connect server",
+    "01_bronze/04_cdc_and_change_data_feed.ipynb": "a change-feed read (readChangeFeed, "
+    "startingVersion): tests/test_conformance.py reads the change data feed through a Connect "
+    "server",
     "02_silver/01_validation_and_quarantine.ipynb": "DataFrame filters and Delta writes, as in "
     "01_bronze/02",
     "02_silver/02_expectations.ipynb": "aggregates and filters; 02_silver/01 writes the same way",

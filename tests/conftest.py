@@ -16,27 +16,33 @@ def repo_root() -> Path:
 
 # Longest first, so the two pytest-xdist workers of `make test` (--dist loadfile
 # --no-loadscope-reorder take files in collected order) end together: the solution notebooks,
-# classic in two files (two lakes, one per worker) and through Spark Connect; then the files
-# that run whole Spark jobs, services and kill drills, longest first (from the CI log's slowest
-# tests); then every other file, in name order, filling the gaps at the end. A long file left
-# for last keeps one worker busy while the other idles.
+# classic in two files (two lakes, one per worker) and through Spark Connect; the kill drills;
+# then the files that run whole Spark jobs, services and child processes, longest first (as
+# reports/test-times.txt measured them); then every other file, in name order, filling the
+# gaps at the end. A long file left for last keeps one worker busy while the other idles.
 _LONGEST_FIRST = (
     "test_notebooks.py",
     "test_notebooks_from_05.py",
     "test_notebooks_connect.py",
     "test_streaming_exactly_once.py",
     "test_reliability.py",
-    "test_extract.py",
-    "test_ml_features.py",
-    "test_ml_scoring.py",
-    "test_streaming_kafka.py",
+    # the other files by their seconds in one process (reports/test-times.txt), longest first
     "test_conformance.py",
-    "test_services.py",
-    "test_delta_spark_engine.py",
-    "test_system_of_record.py",
+    "test_ml_features.py",
     "test_governance_delta.py",
+    "test_ml_scoring.py",
+    "test_extract.py",
+    "test_delta_spark_engine.py",
+    "test_streaming_kafka.py",
+    "test_delta_table.py",
+    "test_scd2.py",
+    "test_streaming_pipeline.py",
+    "test_gold_maintenance.py",
+    "test_embedded_engine.py",
+    "test_services.py",
+    "test_shared_driver.py",
+    "test_gold_facts.py",
     "test_production_dashboards.py",
-    "test_production_pipeline.py",
 )
 
 

@@ -99,6 +99,12 @@ CLASSIC_COMPUTE: dict[str, dict[str, str]] = {
     "05_ml/06_batch_and_streaming_scoring.ipynb": {
         "trigger(processingTime)": "a promotion reaches a scoring query that keeps running",
     },
+    "06_governance/05_retention.ipynb": {
+        "spark.databricks.delta.retentionDurationCheck.enabled": (
+            "VACUUM RETAIN 0 HOURS on the lesson's own copies shows a purge's rows leave the "
+            "files; on Databricks predictive optimization vacuums with each class's retention"
+        ),
+    },
 }
 
 # What exists only in a classic session: Spark Connect (so Databricks Connect and serverless

@@ -6,6 +6,9 @@ the notebook test proves caught."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -176,3 +179,15 @@ def test_the_databricks_form(plan):
     job = yaml.safe_load(rt.JOB_YAML)["resources"]["jobs"]["retention_purge"]
     assert job["tasks"][0]["notebook_task"]["base_parameters"]["as_of"].startswith("{{job.")
     assert job["schedule"]["timezone_id"] == "UTC"
+
+
+def test_the_delta_spark_tests_pass_in_a_fresh_interpreter():
+    """tests/governance_retention_delta.py: the purge, VACUUM and history on delta-spark, and
+    every catalogued mistake caught (a fresh interpreter: see tests/test_governance_delta.py)."""
+    here = Path(__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
+         "--color=no", str(here / "governance_retention_delta.py")],
+        cwd=here.parent, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout[-6000:]}{result.stderr[-2000:]}"

@@ -238,12 +238,17 @@ def create_demo_tables(
 
 def reset_copies(spark: SparkSession, versions: Mapping[str, int]) -> dict[str, int]:
     """Back to the pre-purge state: ``RESTORE`` each copy whose latest version is not the one
-    in ``versions`` (cheaper than rebuilding it; the files are there until a VACUUM). Returns
-    each copy's version afterwards."""
+    in ``versions`` (cheaper than rebuilding it), or rebuild it from Silver when a VACUUM has
+    removed that version's files. Returns each copy's version afterwards."""
     now = table_versions(spark, list(versions))
+    by_name = {t.name: t for t in DEMO_TABLES}
     for table, version in versions.items():
-        if now[table] != version:
+        if now[table] == version:
+            continue
+        try:
             spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {int(version)}")
+        except Exception:  # noqa: BLE001 (vacuumed: "Not all files from version ... available")
+            create_demo_tables(spark, [by_name[table]])
     return table_versions(spark, list(versions))
 
 
@@ -741,6 +746,17 @@ def create_history_table(spark: SparkSession, *, replace: bool = False) -> str:
     """``governance.table_history`` (empty when ``replace``)."""
     verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
     spark.sql(f"{verb} {HISTORY_TABLE} ({HISTORY_SCHEMA}) USING delta")
+    return HISTORY_TABLE
+
+
+def start_history(spark: SparkSession, tables: Sequence[str]) -> str:
+    """The pre-task state of the history task: the audit table as an earlier run of the job
+    left it, holding the history of the first table only (then the other tables' versions
+    are new, and so are the first table's later ones)."""
+    create_history_table(spark, replace=True)
+    history_of(spark, list(tables)[:1]).write.format("delta").mode("append").saveAsTable(
+        HISTORY_TABLE
+    )
     return HISTORY_TABLE
 
 

@@ -546,10 +546,15 @@ def actual_counts(spark: SparkSession, plan_pdf: pd.DataFrame) -> pd.DataFrame:
     return spark.sql(" UNION ALL ".join(parts)).toPandas().sort_values("table_name")
 
 
-def check_purge(spark: SparkSession, plan_pdf: pd.DataFrame, as_of) -> str:
+def check_purge(
+    spark: SparkSession, plan_pdf: pd.DataFrame, as_of, expected: pd.DataFrame | None = None
+) -> str:
     """Every copy keeps exactly its rows at or after the cutoff, and ``as_of``'s rows of
-    ``governance.retention_runs`` reconcile (before = kept + purged) with what happened."""
-    expected = expected_counts(spark, plan_pdf).set_index("table_name")
+    ``governance.retention_runs`` reconcile (before = kept + purged) with what happened.
+    ``expected`` is :func:`expected_counts` (computed here when not given)."""
+    if expected is None:
+        expected = expected_counts(spark, plan_pdf)
+    expected = expected.set_index("table_name")
     actual = actual_counts(spark, plan_pdf).set_index("table_name")
     cutoffs = plan_pdf.set_index("table_name")
     for table, row in actual.iterrows():

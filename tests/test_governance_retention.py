@@ -1,18 +1,14 @@
 """lakehouse.governance.retention without Spark: the policies, the plan's rule (the most
-sensitive class, a table's own rule, the cutoff from as_of) and the messages of its checks.
-The purge, VACUUM and history checks run in lesson 06_governance/05, whose mistake catalogue
-the notebook test proves caught."""
+sensitive class, a table's own rule, the cutoff from as_of), the statements and the messages of
+its checks. The purge, VACUUM and history checks run on delta-spark in lesson 06_governance/05,
+whose mistake catalogue the notebook test proves caught."""
 
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from lakehouse.governance import retention as rt
 from lakehouse.governance.classification import CLASSES
@@ -38,7 +34,7 @@ GOVERNED = pd.DataFrame(
         ("gov.payments", "event_ts"),
         ("gov.visits", "visit_ts"),
         ("gov.daily", "day"),  # no classified column
-        ("governance.retention_demo_web_events", "event_ts"),  # has a table rule
+        ("governance.retention_demo_customers", "updated_on"),  # has a table rule
     ],
     columns=["table_name", "time_column"],
 )
@@ -58,8 +54,8 @@ def plan(policies):
             pd.DataFrame(
                 [
                     (
-                        "governance.retention_demo_web_events",
-                        "page_url",
+                        "governance.retention_demo_customers",
+                        "email",
                         "EMAIL_ADDRESS",
                         "confidential",
                     )
@@ -115,9 +111,10 @@ def test_a_table_without_classified_columns_takes_no_pii(plan):
 
 
 def test_a_table_rule_wins_over_its_class(plan):
-    row = plan.loc["governance.retention_demo_web_events"]
-    assert (row.pii_class, row.policy_scope, row.keep_days) == ("EMAIL_ADDRESS", "table", 30)
-    assert "consent" in row.reason
+    row = plan.loc["governance.retention_demo_customers"]
+    assert (row.pii_class, row.policy_scope, row.keep_days) == ("EMAIL_ADDRESS", "table", 180)
+    assert (row.time_column, row.cutoff) == ("updated_on", dt.date(2026, 1, 1))
+    assert "data minimisation" in row.reason
 
 
 def test_the_cutoff_counts_back_from_as_of_not_the_clock(plan):
@@ -141,7 +138,7 @@ def test_check_plan_accepts_the_plan_and_names_each_mistake(plan, policies):
         rt.check_plan(least, expected)
 
     no_override = expected.copy()
-    mask = no_override.table_name == "governance.retention_demo_web_events"
+    mask = no_override.table_name == "governance.retention_demo_customers"
     no_override.loc[mask, ["policy_scope", "keep_days"]] = ["class", 365]
     with pytest.raises(AssertionError, match="a per-table rule wins"):
         rt.check_plan(no_override, expected)
@@ -176,18 +173,23 @@ def test_the_databricks_form(plan):
     statements = rt.databricks_statements(plan.reset_index(), "prod")
     assert statements[0] == "ALTER SCHEMA prod.governance ENABLE PREDICTIVE OPTIMIZATION"
     assert "DELETE FROM prod.gov.payments WHERE event_ts < DATE '2026-04-01'" in statements
-    job = yaml.safe_load(rt.JOB_YAML)["resources"]["jobs"]["retention_purge"]
-    assert job["tasks"][0]["notebook_task"]["base_parameters"]["as_of"].startswith("{{job.")
-    assert job["schedule"]["timezone_id"] == "UTC"
 
 
-def test_the_delta_spark_tests_pass_in_a_fresh_interpreter():
-    """tests/governance_retention_delta.py: the purge, VACUUM and history on delta-spark, and
-    every catalogued mistake caught (a fresh interpreter: see tests/test_governance_delta.py)."""
-    here = Path(__file__).resolve().parent
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
-         "--color=no", str(here / "governance_retention_delta.py")],
-        cwd=here.parent, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert result.returncode == 0, f"{result.stdout[-6000:]}{result.stderr[-2000:]}"
+def test_the_counts_read_the_samples_for_the_expectation_and_the_copies_for_the_check(plan):
+    frame = plan.reset_index()
+    frame = frame[frame.table_name.str.startswith("governance.retention_demo_")]
+    expected, actual = rt.count_sql(frame, sources=True), rt.count_sql(frame, sources=False)
+    assert "FROM governance.retention_source_customers" in expected
+    assert "FROM governance.retention_demo_customers" in actual
+    assert "count_if(updated_on = DATE '2026-01-01') AS at_cutoff" in actual
+    assert actual.count("UNION ALL") == len(frame) - 1
+
+
+def test_the_samples_are_small_ordered_and_keep_the_cutoff_day():
+    for table in rt.DEMO_TABLES:
+        assert "ORDER BY" in table.pick and table.source.startswith("governance.retention_source")
+        assert table.time_column in table.pick
+    customers, payments = rt.DEMO_TABLES
+    assert "LIMIT 48" in customers.pick
+    assert "PARTITION BY to_date(event_ts)" in payments.pick and "n <= 2" in payments.pick
+    assert "governance.column_classification" in rt.PRODUCTION_CLASSES_SQL

@@ -90,7 +90,7 @@ CLASSIC_ONLY = {
     "and ALTER TABLE comments; 06_governance/02 runs through Connect for the module",
     "06_governance/03_protecting_data_at_rest.ipynb": "SQL (aes_encrypt, sha2) and temporary "
     "functions over session variables, as in 06_governance/02, and pyarrow reads of the files",
-    "06_governance/05_retention.ipynb": "DELETE, VACUUM, table properties, RESTORE and MERGE, "
+    "06_governance/05_retention.ipynb": "DELETE, VACUUM, table properties and MERGE, "
     "as in 03_gold/06 and 02_silver/03, and pyarrow reads of the files",
     "06_governance/06_lineage_and_impact.ipynb": "the analyzer's schemas of SQL queries and a "
     "recursive CTE; 06_governance/02 runs through Connect for the module",

@@ -13,10 +13,10 @@ Lesson 06_governance/05::
                                    (table_name, version): kept after the log itself expires
     governance.retention_evidence  what was proven, one row each
 
-The purged tables are the lesson's own copies of Silver tables
-(``governance.retention_demo_*``), rebuilt from Silver on every run: a purge of the real
-Silver tables would rob the course's later lessons of their data, and a rerun would have
-nothing left to purge.
+The purged tables are the lesson's own small copies (``governance.retention_demo_*``),
+rebuilt on every run from a few dozen rows of Silver frozen once in ``governance.
+retention_source_*``: a purge of the real Silver tables would rob the course's later lessons
+of their data, and a rerun would have nothing left to purge.
 """
 
 from __future__ import annotations
@@ -25,18 +25,13 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.governance import GOVERNANCE_SCHEMA
-from lakehouse.governance.classification import (
-    CLASSES,
-    CLASSIFICATION_TABLE,
-    sensitivity_rank,
-)
+from lakehouse.governance.classification import CLASSES, CLASSIFICATION_TABLE, sensitivity_rank
 
 LESSON = "06_governance/05"
 POLICIES_TABLE = f"{GOVERNANCE_SCHEMA}.retention_policies"
@@ -49,7 +44,6 @@ GOVERNED_VIEW = "governed_tables"  # (table_name, time_column)
 NO_PII = "NO_PII"  # the class of a table none of whose columns is classified
 LOG_RETENTION = "delta.logRetentionDuration"
 DELETED_FILE_RETENTION = "delta.deletedFileRetentionDuration"
-RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 # --------------------------------------------------------------------------- policies
@@ -98,22 +92,17 @@ POLICIES: tuple[Policy, ...] = (
     Policy("class", NO_PII, 120, *_NONE, _BUSINESS),
     Policy(
         "table",
-        "governance.retention_demo_web_events",
-        30,
+        f"{GOVERNANCE_SCHEMA}.retention_demo_customers",
+        180,
         *_SHORT,
-        "consent banner: analytics events kept 30 days (ePrivacy Art. 5(3))",
-        "event_ts",
+        "GDPR Art. 5(1)(c) data minimisation: the marketing copy of contacts kept 180 days "
+        "after their last update",
+        "updated_on",
     ),
 )  # fmt: skip
-POLICY_COLUMNS = [
-    "scope",
-    "target",
-    "keep_days",
-    "time_column",
-    "log_retention",
-    "deleted_file_retention",
-    "reason",
-]
+POLICY_COLUMNS = (
+    "scope target keep_days time_column log_retention deleted_file_retention reason".split()
+)
 POLICY_SCHEMA = (
     "scope string, target string, keep_days int, time_column string, log_retention string, "
     "deleted_file_retention string, reason string"
@@ -183,73 +172,93 @@ def write_policies(spark: SparkSession, policies: Iterable[Policy] = POLICIES) -
 
 @dataclass(frozen=True)
 class DemoTable:
-    """A lesson copy of a Silver table: what it copies and which column measures a row's age."""
+    """A lesson copy: the small frozen sample of Silver it is rebuilt from, how that sample
+    is chosen (once), and which column measures a row's age (a date: a row exactly at the
+    cutoff is kept)."""
 
     name: str
     source: str
-    select: str  # the columns it copies
+    silver: str
+    pick: str  # the SELECT over Silver that chooses the sample
     time_column: str
 
 
 DEMO_TABLES: tuple[DemoTable, ...] = (
     DemoTable(
         f"{GOVERNANCE_SCHEMA}.retention_demo_customers",
+        f"{GOVERNANCE_SCHEMA}.retention_source_customers",
         "silver.customers",
-        "customer_id, email, phone, country, segment, updated_at",
-        "updated_at",
+        "SELECT customer_id, email, phone, country, segment, to_date(updated_at) AS updated_on "
+        "FROM silver.customers ORDER BY customer_id LIMIT 48",
+        "updated_on",
     ),
     DemoTable(
         f"{GOVERNANCE_SCHEMA}.retention_demo_payments",
+        f"{GOVERNANCE_SCHEMA}.retention_source_payments",
         "silver.payments",
-        "transaction_id, customer_id, event_ts, merchant_category, amount, currency, "
-        "card_network, card_last4, status",
-        "event_ts",
-    ),
-    DemoTable(
-        f"{GOVERNANCE_SCHEMA}.retention_demo_web_events",
-        "silver.web_events",
-        "event_id, visitor_id, customer_id, event_ts, event_type, page_url, country",
-        "event_ts",
+        # two payments a day (the first by id): every day of June, the cutoff's included
+        "SELECT transaction_id, customer_id, payment_date, merchant_category, amount, currency, "
+        "card_network, card_last4, status FROM (SELECT *, to_date(event_ts) AS payment_date, "
+        "row_number() OVER (PARTITION BY to_date(event_ts) ORDER BY transaction_id) AS n "
+        "FROM silver.payments) WHERE n <= 2 ORDER BY transaction_id",
+        "payment_date",
     ),
 )
-SOURCES = tuple(sorted({t.source for t in DEMO_TABLES}))
 
 
-def demo_query(table: DemoTable) -> str:
-    return f"SELECT {table.select} FROM {table.source}"
+def ensure_sources(spark: SparkSession, raw_root) -> list[str]:
+    """The copies' small samples of Silver, chosen once (``CREATE TABLE IF NOT EXISTS``):
+    Silver is read, and built when missing, only when a sample does not exist yet. Returns
+    the samples' names."""
+    from lakehouse.gold import ensure_silver_inputs
+
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {GOVERNANCE_SCHEMA}")
+    missing = [t for t in DEMO_TABLES if not spark.catalog.tableExists(t.source)]
+    if missing:
+        ensure_silver_inputs(spark, sorted({t.silver for t in missing}), raw_root)
+    for table in missing:
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {table.source} USING delta AS {table.pick}")
+    return [t.source for t in DEMO_TABLES]
 
 
 def create_demo_tables(
     spark: SparkSession, tables: Sequence[DemoTable] = DEMO_TABLES
 ) -> dict[str, int]:
-    """(Re)create the lesson's copies from Silver, nothing purged, no retention properties set
-    (``CREATE OR REPLACE`` drops the old ones); returns each copy's version. Deletion vectors
-    off: a DELETE rewrites the files that held the purged rows, and VACUUM can then remove
-    the old files."""
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {GOVERNANCE_SCHEMA}")
+    """(Re)create the lesson's copies from their small samples, nothing purged, no retention
+    properties set (``CREATE OR REPLACE`` drops the old ones); returns each copy's version.
+    Deletion vectors off: a DELETE rewrites the files that held the purged rows, and VACUUM
+    can then remove the old files."""
     for table in tables:
         spark.sql(
             f"CREATE OR REPLACE TABLE {table.name} USING delta "
             "TBLPROPERTIES ('delta.enableDeletionVectors' = 'false') "
-            f"AS {demo_query(table)}"
+            f"AS SELECT * FROM {table.source}"
         )
     return table_versions(spark, [t.name for t in tables])
 
 
-def reset_copies(spark: SparkSession, versions: Mapping[str, int]) -> dict[str, int]:
-    """Back to the pre-purge state: ``RESTORE`` each copy whose latest version is not the one
-    in ``versions`` (cheaper than rebuilding it), or rebuild it from Silver when a VACUUM has
-    removed that version's files. Returns each copy's version afterwards."""
-    now = table_versions(spark, list(versions))
-    by_name = {t.name: t for t in DEMO_TABLES}
-    for table, version in versions.items():
-        if now[table] == version:
-            continue
-        try:
-            spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {int(version)}")
-        except Exception:  # noqa: BLE001 (vacuumed: "Not all files from version ... available")
-            create_demo_tables(spark, [by_name[table]])
-    return table_versions(spark, list(versions))
+def purged_copies(
+    spark: SparkSession, plan_rows: Sequence, pre_purge: Mapping[str, int]
+) -> dict[str, int]:
+    """The VACUUM task's starting state: the copies purged and given their rule's retention,
+    nothing vacuumed. When every copy still holds files its current version does not use (no
+    VACUUM since the purge that followed ``pre_purge``), that state is there already;
+    otherwise the copies are rebuilt and purged again. Returns each copy's pre-purge version."""
+    from lakehouse.governance.vault import table_location
+
+    names = sorted({p.table_name for p in plan_rows})
+    unused = {}
+    for name in names:
+        folder = table_location(spark, name)
+        files = [f for f in folder.glob("**/*.parquet") if "_delta_log" not in f.parts]
+        unused[name] = len(files) - int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
+    if set(names) <= set(pre_purge) and all(n > 0 for n in unused.values()):
+        return {name: pre_purge[name] for name in names}
+    before = create_demo_tables(spark, [t for t in DEMO_TABLES if t.name in names])
+    for p in plan_rows:
+        spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff))
+        spark.sql(retention_sql(p.table_name, p.log_retention, p.deleted_file_retention))
+    return before
 
 
 def governed_frame(tables: Sequence[DemoTable] = DEMO_TABLES) -> pd.DataFrame:
@@ -260,38 +269,36 @@ def governed_frame(tables: Sequence[DemoTable] = DEMO_TABLES) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- classes
 
+CLASS_COLUMNS = ["table_name", "column_name", "pii_class", "sensitivity", "sensitivity_rank"]
 
-def table_classes(
+# In production the classes are lesson 01's: the classification of the governed tables
+# themselves, joined to the tables the job governs.
+PRODUCTION_CLASSES_SQL = f"""SELECT g.table_name, c.column_name, c.pii_class, c.sensitivity
+FROM {GOVERNED_VIEW} AS g
+JOIN {CLASSIFICATION_TABLE} AS c ON c.table_name = g.table_name"""
+
+
+def classify_copies(
     spark: SparkSession, tables: Sequence[DemoTable] = DEMO_TABLES, *, progress=None
 ) -> pd.DataFrame:
-    """The classified columns of each copy (``table_name``, ``column_name``, ``pii_class``,
-    ``sensitivity``): its source's rows of ``governance.column_classification`` (lesson 01)
-    for the columns it copies. When lesson 01 has not run, the sources' columns are scanned
-    the same way (same sample, same rule), so the answer does not depend on the order."""
+    """The classified columns of each copy (:data:`CLASS_COLUMNS`), found by lesson 01's
+    scan (its sample, its detectors, its rule) over the copy's own few dozen rows: always the
+    same way, whether lesson 01 ran or not."""
     from lakehouse.governance import classification as gc
 
-    keys = ["table_name", "column_name", "pii_class", "sensitivity"]
-    sources = sorted({t.source for t in tables})
-    found = pd.DataFrame(columns=keys)
-    if spark.catalog.tableExists(CLASSIFICATION_TABLE):
-        found = (
-            spark.table(CLASSIFICATION_TABLE)
-            .where(F.col("table_name").isin(sources))
-            .select(*keys)
-            .toPandas()
-        )
-    if set(found["table_name"]) != set(sources):
-        inventory = gc.inventory(spark, sorted({s.split(".")[0] for s in sources}))
-        columns = gc.scanned_columns(inventory[inventory["table_name"].isin(sources)])
-        found = gc.classify(gc.scan(spark, columns, progress=progress))[keys]
-    rows = []
-    for table in tables:
-        copied = set(spark.table(table.name).columns)
-        mine = found[(found["table_name"] == table.source) & found["column_name"].isin(copied)]
-        rows.append(mine.assign(table_name=table.name))
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=keys)
-    out["sensitivity_rank"] = out["sensitivity"].map(sensitivity_rank).astype(int)
-    return out.sort_values(["table_name", "column_name", "pii_class"], ignore_index=True)
+    columns = pd.DataFrame(
+        [
+            (t.name, name, kind)
+            for t in tables
+            for name, kind in spark.table(t.name).dtypes
+            if kind in gc.SCANNED_TYPES
+        ],
+        columns=["table_name", "column_name", "data_type"],
+    )
+    found = gc.classify(gc.scan(spark, columns, progress=progress))
+    found = found[["table_name", "column_name", "pii_class", "sensitivity"]].copy()
+    found["sensitivity_rank"] = found["sensitivity"].map(sensitivity_rank).astype(int)
+    return found.sort_values(["table_name", "column_name", "pii_class"], ignore_index=True)
 
 
 def register_views(
@@ -302,30 +309,20 @@ def register_views(
         "table_name string, column_name string, pii_class string, sensitivity string, "
         "sensitivity_rank int"
     )
-    records = classes_pdf[schema_columns(schema)].to_dict("records")
-    spark.createDataFrame(records, schema).createOrReplaceTempView(CLASSES_VIEW)
+    spark.createDataFrame(
+        classes_pdf[CLASS_COLUMNS].to_dict("records"), schema
+    ).createOrReplaceTempView(CLASSES_VIEW)
     spark.createDataFrame(
         governed_frame(tables).to_dict("records"), "table_name string, time_column string"
     ).createOrReplaceTempView(GOVERNED_VIEW)
 
 
-def schema_columns(ddl: str) -> list[str]:
-    return [part.strip().split(" ")[0] for part in ddl.split(",")]
-
-
 # --------------------------------------------------------------------------- the plan
 
-PLAN_COLUMNS = [
-    "table_name",
-    "pii_class",
-    "policy_scope",
-    "time_column",
-    "keep_days",
-    "cutoff",
-    "log_retention",
-    "deleted_file_retention",
-    "reason",
-]
+PLAN_COLUMNS = (
+    "table_name pii_class policy_scope time_column keep_days cutoff log_retention "
+    "deleted_file_retention reason"
+).split()
 
 
 def as_of_date(as_of: str | dt.date) -> dt.date:
@@ -472,6 +469,14 @@ def delete_sql(table: str, time_column: str, cutoff) -> str:
     return f"DELETE FROM {table} WHERE {time_column} < DATE '{as_of_date(cutoff).isoformat()}'"
 
 
+def retention_sql(table: str, log_retention: str, deleted_file_retention: str) -> str:
+    return (
+        f"ALTER TABLE {table} SET TBLPROPERTIES ("
+        f"'{LOG_RETENTION}' = '{log_retention}', "
+        f"'{DELETED_FILE_RETENTION}' = '{deleted_file_retention}')"
+    )
+
+
 def row_counts(spark: SparkSession, tables: Sequence[str]) -> dict[str, int]:
     """Each table's row count, in one query."""
     union = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
@@ -479,19 +484,16 @@ def row_counts(spark: SparkSession, tables: Sequence[str]) -> dict[str, int]:
 
 
 def purge(spark: SparkSession, plan_rows: Sequence) -> list[tuple]:
-    """One DELETE per planned table; per table (table, cutoff, rows before, kept, purged), the
-    rows purged as the DELETE reports them (``num_affected_rows``). Half of the lesson's first
-    task: :func:`retention_sql` is the other half."""
+    """The lesson's first task, complete: one DELETE per planned table and its rule's
+    retention as table properties; per table (table, cutoff, rows before, kept, purged), the
+    rows purged as the DELETE reports them (``num_affected_rows``)."""
     tables = [p.table_name for p in plan_rows]
     before = row_counts(spark, tables)
-    purged = {
-        p.table_name: int(
-            spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff)).first()[
-                "num_affected_rows"
-            ]
-        )
-        for p in plan_rows
-    }
+    purged = {}
+    for p in plan_rows:
+        deleted = spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff))
+        purged[p.table_name] = int(deleted.first()["num_affected_rows"])
+        spark.sql(retention_sql(p.table_name, p.log_retention, p.deleted_file_retention))
     kept = row_counts(spark, tables)
     return [
         (p.table_name, p.cutoff, before[t], kept[t], purged[t]) for p, t in zip(plan_rows, tables)
@@ -514,58 +516,52 @@ def write_runs(spark: SparkSession, as_of, runs: Iterable[Sequence]) -> str:
     return RUNS_TABLE
 
 
-def expected_counts(
-    spark: SparkSession, plan_pdf: pd.DataFrame, tables: Sequence[DemoTable] = DEMO_TABLES
-) -> pd.DataFrame:
-    """From Silver, not from the copies: per table, the rows a copy starts with and those at
-    or after its cutoff (what a correct purge keeps), in one query."""
-    by_name = {t.name: t for t in tables}
+def count_sql(plan_pdf: pd.DataFrame, *, sources: bool) -> str:
+    """Per planned table, in one query: its rows, those older than the cutoff, those at it and
+    those at or after it; of the copies, or of their samples (what a purge starts from)."""
+    source = {t.name: t.source for t in DEMO_TABLES}
     parts = []
     for p in plan_pdf.itertuples(index=False):
-        day = as_of_date(p.cutoff).isoformat()
+        day, column = as_of_date(p.cutoff).isoformat(), p.time_column
         parts.append(
             f"SELECT '{p.table_name}' AS table_name, count(*) AS rows_before, "
-            f"count_if({p.time_column} >= DATE '{day}') AS rows_kept "
-            f"FROM ({demo_query(by_name[p.table_name])})"
+            f"count_if({column} < DATE '{day}') AS older, "
+            f"count_if({column} = DATE '{day}') AS at_cutoff, "
+            f"count_if({column} >= DATE '{day}') AS rows_kept "
+            f"FROM {source[p.table_name] if sources else p.table_name}"
         )
-    frame = spark.sql(" UNION ALL ".join(parts)).toPandas()
-    frame["rows_purged"] = frame["rows_before"] - frame["rows_kept"]
+    return " UNION ALL ".join(parts)
+
+
+def expected_counts(spark: SparkSession, plan_pdf: pd.DataFrame) -> pd.DataFrame:
+    """From the copies' samples, not the copies: what a correct purge keeps and purges."""
+    frame = spark.sql(count_sql(plan_pdf, sources=True)).toPandas()
+    frame["rows_purged"] = frame["older"]
     return frame.sort_values("table_name", ignore_index=True)
 
 
-def actual_counts(spark: SparkSession, plan_pdf: pd.DataFrame) -> pd.DataFrame:
-    """Per copy, in one query: its rows, those older than the cutoff and those at or after."""
-    parts = []
-    for p in plan_pdf.itertuples(index=False):
-        day = as_of_date(p.cutoff).isoformat()
-        parts.append(
-            f"SELECT '{p.table_name}' AS table_name, count(*) AS rows_now, "
-            f"count_if({p.time_column} < DATE '{day}') AS older, "
-            f"count_if({p.time_column} >= DATE '{day}') AS recent FROM {p.table_name}"
-        )
-    return spark.sql(" UNION ALL ".join(parts)).toPandas().sort_values("table_name")
-
-
-def check_purge(
-    spark: SparkSession, plan_pdf: pd.DataFrame, as_of, expected: pd.DataFrame | None = None
-) -> str:
-    """Every copy keeps exactly its rows at or after the cutoff, and ``as_of``'s rows of
-    ``governance.retention_runs`` reconcile (before = kept + purged) with what happened.
-    ``expected`` is :func:`expected_counts` (computed here when not given)."""
-    if expected is None:
-        expected = expected_counts(spark, plan_pdf)
+def check_purge(spark: SparkSession, plan_pdf: pd.DataFrame, as_of, expected: pd.DataFrame) -> str:
+    """Every copy keeps exactly its rows at or after the cutoff, ``as_of``'s rows of
+    ``governance.retention_runs`` reconcile (before = kept + purged) with what the purge did,
+    and each copy carries its rule's retention. ``expected`` is :func:`expected_counts`."""
     expected = expected.set_index("table_name")
-    actual = actual_counts(spark, plan_pdf).set_index("table_name")
+    actual = spark.sql(count_sql(plan_pdf, sources=False)).toPandas().set_index("table_name")
     cutoffs = plan_pdf.set_index("table_name")
     for table, row in actual.iterrows():
         want = expected.loc[table]
         cutoff, column = cutoffs.loc[table, "cutoff"], cutoffs.loc[table, "time_column"]
-        lost = int(want["rows_kept"]) - int(row["recent"])
+        lost = int(want["rows_kept"]) - int(row["rows_kept"])
+        lost_at = int(want["at_cutoff"]) - int(row["at_cutoff"])
         if row["older"] and lost > 0:
             raise AssertionError(
                 f"{table}: {lost} rows at or after the cutoff {cutoff} were deleted and "
                 f"{row['older']} older ones kept: the predicate is reversed; delete "
                 f"{column} < cutoff"
+            )
+        if lost > 0 and lost == lost_at:
+            raise AssertionError(
+                f"{table}: the {lost} rows exactly at the cutoff {cutoff} were deleted: a row "
+                f"at the cutoff is kept, only older ones go; delete {column} < cutoff, not <="
             )
         if lost > 0:
             raise AssertionError(
@@ -581,12 +577,8 @@ def check_purge(
     day = as_of_date(as_of)
     if not spark.catalog.tableExists(RUNS_TABLE):
         raise AssertionError(f"{RUNS_TABLE} does not exist: write the runs (rt.write_runs)")
-    runs = (
-        spark.table(RUNS_TABLE)
-        .where(F.col("run_date") == F.lit(day))
-        .toPandas()
-        .set_index("table_name")
-    )
+    runs = spark.table(RUNS_TABLE).where(F.col("run_date") == F.lit(day)).toPandas()
+    runs = runs.set_index("table_name")
     missing = sorted(set(actual.index) - set(runs.index))
     if missing:
         raise AssertionError(f"{RUNS_TABLE} has no row of {day} for {missing}: one per table")
@@ -607,60 +599,29 @@ def check_purge(
                 f"{want['rows_before']}: count before the DELETE and take its num_affected_rows"
             )
     check_retention(spark, plan_pdf)
-    total = int(expected["rows_purged"].sum())
     return (
-        f"purge ok: {total} rows older than their cutoff purged from {len(expected)} tables, "
-        "every newer row kept, each run reconciled (before = kept + purged)"
+        f"purge ok: {int(expected['rows_purged'].sum())} rows older than their cutoff purged "
+        f"from {len(expected)} tables, every newer row kept, each run reconciled "
+        "(before = kept + purged), each table with its rule's retention"
     )
+
+
+def check_retention(spark: SparkSession, plan_pdf: pd.DataFrame) -> None:
+    """Each table carries its rule's log and deleted-file retention as TBLPROPERTIES."""
+    for p in plan_pdf.itertuples(index=False):
+        props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {p.table_name}").collect()}
+        for key, want in (
+            (LOG_RETENTION, p.log_retention),
+            (DELETED_FILE_RETENTION, p.deleted_file_retention),
+        ):
+            if props.get(key) != want:
+                raise AssertionError(
+                    f"{p.table_name}: {key} is {props.get(key)!r}, its rule says {want!r}: "
+                    f"ALTER TABLE {p.table_name} SET TBLPROPERTIES ('{key}' = '{want}')"
+                )
 
 
 # --------------------------------------------------------------------------- vacuum
-
-
-def table_location(spark: SparkSession, table: str) -> Path:
-    from lakehouse.governance.vault import table_location as location
-
-    return location(spark, table)
-
-
-def properties(spark: SparkSession, table: str) -> dict[str, str]:
-    return {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
-
-
-def retention_sql(table: str, log_retention: str, deleted_file_retention: str) -> str:
-    return (
-        f"ALTER TABLE {table} SET TBLPROPERTIES ("
-        f"'{LOG_RETENTION}' = '{log_retention}', "
-        f"'{DELETED_FILE_RETENTION}' = '{deleted_file_retention}')"
-    )
-
-
-def removed_files(spark: SparkSession, table: str) -> int:
-    """Data files in the table's folder that its current version does not use (what a
-    VACUUM with a zero retention would delete): the folder's Parquet files, less the
-    ``numFiles`` of ``DESCRIBE DETAIL``."""
-    folder = table_location(spark, table)
-    on_disk = sum(1 for f in folder.glob("**/*.parquet") if "_delta_log" not in f.parts)
-    return on_disk - int(spark.sql(f"DESCRIBE DETAIL {table}").first()["numFiles"])
-
-
-def purged_copies(
-    spark: SparkSession, plan_rows: Sequence, pre_purge: Mapping[str, int] | None = None
-) -> dict[str, int]:
-    """The pre-task state of the VACUUM task: the copies purged and given their rule's
-    retention, nothing vacuumed. When every copy still has removed files (nothing vacuumed
-    since the purge that made ``pre_purge``), that state is already there; otherwise the
-    copies are rebuilt from Silver and purged again. Returns each copy's version before the
-    purge."""
-    names = sorted({p.table_name for p in plan_rows})
-    if pre_purge and set(names) <= set(pre_purge):
-        if all(removed_files(spark, t) > 0 for t in names):
-            return {t: pre_purge[t] for t in names}
-    before = create_demo_tables(spark, [t for t in DEMO_TABLES if t.name in names])
-    for p in plan_rows:
-        spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff))
-        spark.sql(retention_sql(p.table_name, p.log_retention, p.deleted_file_retention))
-    return before
 
 
 def time_travel(spark: SparkSession, table: str, version: int, time_column: str, cutoff):
@@ -685,6 +646,8 @@ def oldest_in_files(spark: SparkSession, table: str, column: str):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from lakehouse.governance.vault import table_location
+
     oldest = None
     folder = table_location(spark, table)
     files = [f for f in folder.glob("**/*.parquet") if "_delta_log" not in f.parts]
@@ -695,21 +658,6 @@ def oldest_in_files(spark: SparkSession, table: str, column: str):
             low = low.date() if isinstance(low, dt.datetime) else low
             oldest = low if oldest is None else min(oldest, low)
     return oldest
-
-
-def check_retention(spark: SparkSession, plan_pdf: pd.DataFrame) -> None:
-    """Each table carries its rule's log and deleted-file retention as TBLPROPERTIES."""
-    for p in plan_pdf.itertuples(index=False):
-        props = properties(spark, p.table_name)
-        for key, want in (
-            (LOG_RETENTION, p.log_retention),
-            (DELETED_FILE_RETENTION, p.deleted_file_retention),
-        ):
-            if props.get(key) != want:
-                raise AssertionError(
-                    f"{p.table_name}: {key} is {props.get(key)!r}, its class's rule says "
-                    f"{want!r}: ALTER TABLE {p.table_name} SET TBLPROPERTIES ('{key}' = '{want}')"
-                )
 
 
 def check_vacuum(spark: SparkSession, plan_pdf: pd.DataFrame, pre_purge: Mapping[str, int]) -> str:
@@ -747,21 +695,13 @@ HISTORY_SCHEMA = (
 )
 
 
-def create_history_table(spark: SparkSession, *, replace: bool = False) -> str:
-    """``governance.table_history`` (empty when ``replace``)."""
-    verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
-    spark.sql(f"{verb} {HISTORY_TABLE} ({HISTORY_SCHEMA}) USING delta")
-    return HISTORY_TABLE
-
-
 def start_history(spark: SparkSession, tables: Sequence[str]) -> str:
-    """The pre-task state of the history task: the audit table as an earlier run of the job
-    left it, holding the history of the first table only (then the other tables' versions
-    are new, and so are the first table's later ones)."""
-    create_history_table(spark, replace=True)
-    history_of(spark, list(tables)[:1]).write.format("delta").mode("append").saveAsTable(
-        HISTORY_TABLE
-    )
+    """The history task's starting state: ``governance.table_history`` as an earlier run of
+    the job left it, holding the first table's history only (the other tables' versions are
+    new, and so are the first table's later ones)."""
+    spark.sql(f"CREATE OR REPLACE TABLE {HISTORY_TABLE} ({HISTORY_SCHEMA}) USING delta")
+    first = history_of(spark, list(tables)[:1])
+    first.write.format("delta").mode("append").saveAsTable(HISTORY_TABLE)
     return HISTORY_TABLE
 
 
@@ -846,41 +786,7 @@ def check_evidence(spark: SparkSession) -> str:
     return f"evidence ok: {len(rows)} proofs passed, recorded in {EVIDENCE_TABLE}"
 
 
-# --------------------------------------------------------------------------- the whole job
-
-
-def enforce(spark: SparkSession, as_of, *, vacuum_hours: int | None = None) -> pd.DataFrame:
-    """The purge job in one call, reading ``governance.retention_plan``: one DELETE per table,
-    the runs written, each table's retention set, then VACUUM (with the table's own retention
-    unless ``vacuum_hours`` is given). Returns the runs."""
-    plan_rows = spark.table(PLAN_TABLE).orderBy("table_name").collect()
-    runs = purge(spark, plan_rows)
-    write_runs(spark, as_of, runs)
-    for p in plan_rows:
-        spark.sql(retention_sql(p.table_name, p.log_retention, p.deleted_file_retention))
-        retain = "" if vacuum_hours is None else f" RETAIN {int(vacuum_hours)} HOURS"
-        spark.sql(f"VACUUM {p.table_name}{retain}")
-    return pd.DataFrame(
-        runs, columns=["table_name", "cutoff", "rows_before", "rows_kept", "rows_purged"]
-    )
-
-
 # --------------------------------------------------------------------------- Databricks
-
-JOB_YAML = """resources:
-  jobs:
-    retention_purge:
-      name: retention-purge
-      schedule:
-        quartz_cron_expression: "0 0 3 * * ?"   # every night at 03:00
-        timezone_id: UTC
-      tasks:
-        - task_key: purge
-          notebook_task:
-            notebook_path: ../solutions/06_governance/05_retention.ipynb
-            base_parameters:
-              as_of: "{{job.start_time.iso_date}}"   # the run date: the job's own as_of
-"""
 
 
 def databricks_statements(plan_pdf: pd.DataFrame, catalog: str = "main") -> list[str]:

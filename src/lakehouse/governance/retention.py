@@ -237,23 +237,17 @@ def create_demo_tables(
     return table_versions(spark, [t.name for t in tables])
 
 
-def purged_copies(
-    spark: SparkSession, plan_rows: Sequence, pre_purge: Mapping[str, int]
-) -> dict[str, int]:
+def purged_copies(spark: SparkSession, plan_rows: Sequence) -> dict[str, int]:
     """The VACUUM task's starting state: the copies purged and given their rule's retention,
-    nothing vacuumed. When every copy still holds files its current version does not use (no
-    VACUUM since the purge that followed ``pre_purge``), that state is there already;
-    otherwise the copies are rebuilt and purged again. Returns each copy's pre-purge version."""
-    from lakehouse.governance.vault import table_location
-
+    nothing vacuumed since. A copy whose last two commits are that DELETE and that ALTER TABLE
+    is in that state already; otherwise every copy is rebuilt and purged again. Returns each
+    copy's version before the purge."""
     names = sorted({p.table_name for p in plan_rows})
-    unused = {}
-    for name in names:
-        folder = table_location(spark, name)
-        files = [f for f in folder.glob("**/*.parquet") if "_delta_log" not in f.parts]
-        unused[name] = len(files) - int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
-    if set(names) <= set(pre_purge) and all(n > 0 for n in unused.values()):
-        return {name: pre_purge[name] for name in names}
+    last = {t: spark.sql(f"DESCRIBE HISTORY {t} LIMIT 2").collect() for t in names}
+    if all(
+        [r.operation for r in rows] == ["SET TBLPROPERTIES", "DELETE"] for rows in last.values()
+    ):
+        return {t: int(rows[1].version) - 1 for t, rows in last.items()}
     before = create_demo_tables(spark, [t for t in DEMO_TABLES if t.name in names])
     for p in plan_rows:
         spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff))

@@ -239,15 +239,22 @@ def create_demo_tables(
 
 def purged_copies(spark: SparkSession, plan_rows: Sequence) -> dict[str, int]:
     """The VACUUM task's starting state: the copies purged and given their rule's retention,
-    nothing vacuumed since. A copy whose last two commits are that DELETE and that ALTER TABLE
-    is in that state already; otherwise every copy is rebuilt and purged again. Returns each
-    copy's version before the purge."""
+    no file removed since. A copy whose last commits are that DELETE and that ALTER TABLE (then
+    only VACUUMs that deleted nothing) is in that state already; otherwise every copy is
+    rebuilt and purged again. Returns each copy's version before the purge."""
     names = sorted({p.table_name for p in plan_rows})
-    last = {t: spark.sql(f"DESCRIBE HISTORY {t} LIMIT 2").collect() for t in names}
-    if all(
-        [r.operation for r in rows] == ["SET TBLPROPERTIES", "DELETE"] for rows in last.values()
-    ):
-        return {t: int(rows[1].version) - 1 for t, rows in last.items()}
+    before = {}
+    for name in names:
+        ops = []
+        for r in spark.sql(f"DESCRIBE HISTORY {name} LIMIT 8").collect():
+            if r.operation == "VACUUM END" and int(r.operationMetrics["numDeletedFiles"]) == 0:
+                continue
+            if r.operation != "VACUUM START":
+                ops.append((r.operation, int(r.version)))
+        if [op for op, _ in ops[:2]] == ["SET TBLPROPERTIES", "DELETE"]:
+            before[name] = ops[1][1] - 1
+    if set(before) == set(names):
+        return before
     before = create_demo_tables(spark, [t for t in DEMO_TABLES if t.name in names])
     for p in plan_rows:
         spark.sql(delete_sql(p.table_name, p.time_column, p.cutoff))
@@ -276,20 +283,22 @@ def classify_copies(
     spark: SparkSession, tables: Sequence[DemoTable] = DEMO_TABLES, *, progress=None
 ) -> pd.DataFrame:
     """The classified columns of each copy (:data:`CLASS_COLUMNS`), found by lesson 01's
-    scan (its sample, its detectors, its rule) over the copy's own few dozen rows: always the
-    same way, whether lesson 01 ran or not."""
+    scan (its sample, its detectors, its rule) over the copy's few dozen rows as its sample
+    holds them (a copy is its sample before the purge): always the same way, whether lesson
+    01 ran or not."""
     from lakehouse.governance import classification as gc
 
     columns = pd.DataFrame(
         [
-            (t.name, name, kind)
+            (t.source, name, kind)
             for t in tables
-            for name, kind in spark.table(t.name).dtypes
+            for name, kind in spark.table(t.source).dtypes
             if kind in gc.SCANNED_TYPES
         ],
         columns=["table_name", "column_name", "data_type"],
     )
     found = gc.classify(gc.scan(spark, columns, progress=progress))
+    found["table_name"] = found["table_name"].map({t.source: t.name for t in tables})
     found = found[["table_name", "column_name", "pii_class", "sensitivity"]].copy()
     found["sensitivity_rank"] = found["sensitivity"].map(sensitivity_rank).astype(int)
     return found.sort_values(["table_name", "column_name", "pii_class"], ignore_index=True)

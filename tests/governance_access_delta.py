@@ -131,6 +131,8 @@ def spark(tmp_path_factory):
         "transaction_id string, customer_id string, event_ts string, amount double, "
         "currency string, card_network string, card_last4 string, country string"
     )
+    for table in (ac.CUSTOMERS_TABLE, ac.PAYMENTS_TABLE):  # another script's, in a shared session
+        session.sql(f"DROP TABLE IF EXISTS {table}")
     session.createDataFrame(CUSTOMERS, customers_ddl).write.format("delta").mode(
         "overwrite"
     ).saveAsTable(ac.CUSTOMERS_TABLE)

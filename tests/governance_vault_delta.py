@@ -47,6 +47,8 @@ def spark(tmp_path_factory):
     session = get_spark("delta-spark", scale="tiny")
     for schema in (vault.SOURCE_TABLE.split(".")[0], "governance"):
         session.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    # the three governance scripts share one session: another one's table of that name goes
+    session.sql(f"DROP TABLE IF EXISTS {vault.SOURCE_TABLE}")
     session.createDataFrame(CUSTOMERS, DDL).write.format("delta").mode("overwrite").saveAsTable(
         vault.SOURCE_TABLE
     )

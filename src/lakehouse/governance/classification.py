@@ -955,6 +955,19 @@ def write_evidence(
     return table
 
 
+def check_evidence(spark: SparkSession, table: str, lesson: str) -> str:
+    """``lesson``'s rows of the evidence ``table`` exist and every proof passed; the first
+    failure's name and detail otherwise."""
+    rows = spark.table(table).where(F.col("lesson") == lesson).toPandas()
+    if rows.empty:
+        raise AssertionError(f"{table} has no rows of {lesson}: run the cell above")
+    failed = rows[~rows["passed"]]
+    if len(failed):
+        r = failed.iloc[0]
+        raise AssertionError(f"{len(failed)} proofs failed, first {r.check_name}: {r.detail}")
+    return f"evidence ok: {len(rows)} proofs passed, recorded in {table}"
+
+
 def run_check(check: Callable[[], str]) -> tuple[bool, str]:
     """``(True, message)`` when ``check()`` passes, ``(False, its error)`` when it fails: a
     check's outcome as an evidence row."""

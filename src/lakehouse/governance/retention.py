@@ -779,14 +779,9 @@ def write_evidence(spark: SparkSession, checks: dict[str, tuple[bool, str]]) -> 
 
 
 def check_evidence(spark: SparkSession) -> str:
-    rows = spark.table(EVIDENCE_TABLE).where(F.col("lesson") == LESSON).toPandas()
-    if rows.empty:
-        raise AssertionError(f"{EVIDENCE_TABLE} has no rows of {LESSON}: run the cell above")
-    failed = rows[~rows["passed"]]
-    if len(failed):
-        r = failed.iloc[0]
-        raise AssertionError(f"{len(failed)} proofs failed, first {r.check_name}: {r.detail}")
-    return f"evidence ok: {len(rows)} proofs passed, recorded in {EVIDENCE_TABLE}"
+    from lakehouse.governance.classification import check_evidence as check
+
+    return check(spark, EVIDENCE_TABLE, LESSON)
 
 
 # --------------------------------------------------------------------------- Databricks
